@@ -1,0 +1,101 @@
+"""Policy configuration: what fixes the shapes and the meaning of a policy's inference state.
+
+The fingerprint of a config is carried with every weights message; an actor built from one config
+refuses weights made for another, so a tensor of the right shape can never be read with the wrong
+meaning (another frame stack, another action order, another algorithm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+POLICY_TYPES = ("drqv2", "sac")
+
+# The Franka Panda as commanded through ros2_control: 7 arm joints and one gripper command.
+PANDA_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joint1",)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    policy: str = "drqv2"
+    action_dim: int = len(PANDA_JOINTS)
+    state_dim: int = 0  # proprioceptive inputs (joint positions in `joints` order); 0 = pixels only
+    image_size: int = 84
+    frame_stack: int = 3
+    num_cameras: int = 1
+    encoder_channels: int = 32
+    feature_dim: int = 50
+    hidden_dim: int = 1024
+    # DrQ-v2 exploration: std of the Gaussian noise added to the deterministic action.
+    stddev_schedule: str = "linear(1.0,0.1,100000)"
+    stddev_clip: float = 0.3
+    # SAC: bounds of the actor's log standard deviation; frozen encoder = critic does not train it.
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    freeze_encoder: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICY_TYPES:
+            raise ValueError(f"unknown policy type {self.policy!r}; expected one of {POLICY_TYPES}")
+        for name in ("action_dim", "image_size", "frame_stack", "num_cameras", "encoder_channels",
+                     "feature_dim", "hidden_dim"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"policy config: {name} must be positive, got {getattr(self, name)}")
+        if self.state_dim < 0:
+            raise ValueError(f"policy config: state_dim must be >= 0, got {self.state_dim}")
+        if self.image_size < 16:
+            raise ValueError(f"policy config: image_size {self.image_size} is too small for the encoder (>= 16)")
+
+    @property
+    def image_channels(self) -> int:
+        """Channels the encoder sees: RGB x stacked frames x cameras."""
+        return 3 * self.frame_stack * self.num_cameras
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no whitespace, so equal configs give equal text."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PolicyConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"policy config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"policy config has unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PolicyConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"policy config is not valid JSON: {err}") from err
+        return cls.from_dict(data)
+
+
+def parse_schedule(schedule: str | float, step: int) -> float:
+    """DrQ-v2 style schedules: a constant, or 'linear(init,final,duration)'."""
+    if isinstance(schedule, (int, float)):
+        return float(schedule)
+    text = schedule.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if text.startswith("linear(") and text.endswith(")"):
+        init, final, duration = (float(v) for v in text[len("linear("):-1].split(","))
+        mix = min(max(step / duration, 0.0), 1.0)
+        return (1.0 - mix) * init + mix * final
+    raise ValueError(f"cannot parse schedule {schedule!r}; use a number or 'linear(init,final,steps)'")

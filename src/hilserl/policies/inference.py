@@ -1,0 +1,148 @@
+"""The inference policy: every module the actor's forward pass reads, and nothing else.
+
+`InferencePolicy` is what travels from learner to actor. Its `state_dict()` is the inference state,
+named by module (`encoder.*`, `actor.*`, `state_norm.*`), and it is built from a `PolicyConfig` alone,
+so an actor needs no checkpoint on disk to build it. The algorithm decides only the actor head.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from hilserl.policies.config import PolicyConfig, parse_schedule
+
+
+def init_weights(module: nn.Module) -> None:
+    """Orthogonal init as in DrQ-v2: linear layers with gain 1, convs with the ReLU gain."""
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight.data)
+        if module.bias is not None:
+            module.bias.data.fill_(0.0)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.orthogonal_(module.weight.data, nn.init.calculate_gain("relu"))
+        if module.bias is not None:
+            module.bias.data.fill_(0.0)
+
+
+class Encoder(nn.Module):
+    """DrQ-v2 conv encoder: uint8 pixels in, flat features out; trained end to end by the critic."""
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        ch = config.encoder_channels
+        self.convnet = nn.Sequential(
+            nn.Conv2d(config.image_channels, ch, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(ch, ch, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(ch, ch, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(ch, ch, 3, stride=1), nn.ReLU(),
+        )
+        side = (config.image_size - 3) // 2 + 1 - 6
+        self.repr_dim = ch * side * side
+        self.apply(init_weights)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        # Scaling lives here, not in the caller, so actor, learner and `infer` cannot disagree on it.
+        x = pixels.to(self.convnet[0].weight.dtype) / 255.0 - 0.5
+        return self.convnet(x).flatten(1)
+
+
+class StateNorm(nn.Module):
+    """Fixed normalisation of proprioceptive state; the statistics are part of the inference state."""
+
+    def __init__(self, state_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(state_dim))
+        self.register_buffer("std", torch.ones(state_dim))
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return (state - self.mean) / self.std.clamp_min(1e-6)
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
+class ActorHead(nn.Module):
+    """Trunk (Linear + LayerNorm + Tanh) then an MLP. DrQ-v2 outputs a mean; SAC a mean and log-std."""
+
+    def __init__(self, config: PolicyConfig, repr_dim: int):
+        super().__init__()
+        self.policy_type = config.policy
+        outputs = config.action_dim * (2 if config.policy == "sac" else 1)
+        self.trunk = nn.Sequential(nn.Linear(repr_dim, config.feature_dim), nn.LayerNorm(config.feature_dim), nn.Tanh())
+        self.policy = mlp(config.feature_dim + config.state_dim, config.hidden_dim, outputs)
+        self.log_std_min, self.log_std_max = config.log_std_min, config.log_std_max
+        self.apply(init_weights)
+
+    def forward(self, features: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns (pre-tanh mean, log_std or None)."""
+        h = self.trunk(features)
+        if state is not None:
+            h = torch.cat([h, state.to(h.dtype)], dim=-1)
+        out = self.policy(h)
+        if self.policy_type == "sac":
+            mu, log_std = out.chunk(2, dim=-1)
+            log_std = torch.tanh(log_std)
+            log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
+            return mu, log_std
+        return out, None
+
+
+class InferencePolicy(nn.Module):
+    """Encoder + actor head (+ state normalisation): the complete set of weights an actor needs."""
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.state_norm = StateNorm(config.state_dim) if config.state_dim > 0 else None
+        self.actor = ActorHead(config, self.encoder.repr_dim)
+
+    def head_inputs(self, pixels: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        features = self.encoder(pixels)
+        if self.config.state_dim > 0:
+            if state is None:
+                raise ValueError(f"this policy reads {self.config.state_dim} state values; none were given")
+            state = self.state_norm(state.float())
+        else:
+            state = None
+        return features, state
+
+    def forward(self, pixels: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """Deterministic action in [-1, 1]."""
+        mu, _ = self.actor(*self.head_inputs(pixels, state))
+        return torch.tanh(mu)
+
+    @torch.no_grad()
+    def act(self, pixels: np.ndarray, state: np.ndarray | None, *, deterministic: bool, step: int,
+            generator: torch.Generator | None = None) -> np.ndarray:
+        """One observation (no batch axis) in, one action out, as the actor node runs it."""
+        px = torch.as_tensor(pixels).unsqueeze(0)
+        st = None if state is None else torch.as_tensor(state, dtype=torch.float32).unsqueeze(0)
+        mu, log_std = self.actor(*self.head_inputs(px, st))
+        if deterministic:
+            action = torch.tanh(mu)
+        elif log_std is None:  # DrQ-v2: clipped Gaussian noise around the deterministic action
+            std = parse_schedule(self.config.stddev_schedule, step)
+            noise = torch.randn(mu.shape, generator=generator) * std
+            noise = noise.clamp(-self.config.stddev_clip, self.config.stddev_clip)
+            action = (torch.tanh(mu) + noise).clamp(-1.0, 1.0)
+        else:  # SAC: tanh-squashed Gaussian
+            action = torch.tanh(mu + torch.randn(mu.shape, generator=generator) * log_std.exp())
+        return action.squeeze(0).numpy().astype(np.float64)
+
+
+def tanh_gaussian_log_prob(mu: torch.Tensor, log_std: torch.Tensor, pre_tanh: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) for a = tanh(u), u ~ N(mu, std), with the numerically stable tanh correction."""
+    var = (2 * log_std).exp()
+    log_prob = -((pre_tanh - mu) ** 2) / (2 * var) - log_std - 0.5 * math.log(2 * math.pi)
+    correction = 2 * (math.log(2) - pre_tanh - nn.functional.softplus(-2 * pre_tanh))
+    return (log_prob - correction).sum(-1, keepdim=True)

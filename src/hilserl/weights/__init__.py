@@ -1,0 +1,1 @@
+"""Weights on disk (checkpoints) and on the wire (one versioned, verified message)."""

@@ -1,0 +1,101 @@
+"""Strict, atomic loading of a whole inference state; the actor's only way to get weights.
+
+A new `InferencePolicy` is built on the meta device (no memory, no init cost), the decoded tensors are
+assigned to it (they view the message buffer: no copy), the digest is recomputed from the *module's*
+tensors, and only then does it replace the policy in use. A payload that fails any check leaves the
+policy in use untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from hilserl.policies.config import PolicyConfig
+from hilserl.policies.inference import InferencePolicy
+from hilserl.weights.codec import WeightsError, WeightsMeta, decode_weights, tensor_digest
+
+
+def check_state_matches(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], what: str) -> None:
+    """Raise WeightsError unless `given` has exactly the names, shapes and dtypes of `expected`."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing {missing[:6]}{' ...' if len(missing) > 6 else ''}")
+    if unexpected:
+        problems.append(f"unexpected {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}")
+    for name in sorted(set(expected) & set(given)):
+        e, g = expected[name], given[name]
+        if tuple(e.shape) != tuple(g.shape):
+            problems.append(f"{name}: shape {tuple(g.shape)}, expected {tuple(e.shape)}")
+        elif e.dtype != g.dtype:
+            problems.append(f"{name}: dtype {g.dtype}, expected {e.dtype}")
+    if problems:
+        raise WeightsError(f"{what} does not match the policy's inference state: " + "; ".join(problems[:8]))
+
+
+def build_strict(config: PolicyConfig, tensors: Mapping[str, torch.Tensor], what: str) -> InferencePolicy:
+    """An InferencePolicy whose every tensor is taken from `tensors` (no random init survives)."""
+    with torch.device("meta"):
+        policy = InferencePolicy(config)
+    check_state_matches(policy.state_dict(), tensors, what)
+    policy.load_state_dict(dict(tensors), strict=True, assign=True)
+    policy.requires_grad_(False).eval()
+    return policy
+
+
+def inference_digest(policy: InferencePolicy) -> str:
+    return tensor_digest(policy.state_dict())
+
+
+@dataclass(frozen=True)
+class Offer:
+    status: str  # "loaded" | "ignored" | "rejected"
+    reason: str
+    meta: WeightsMeta | None = None
+
+
+class WeightsReceiver:
+    """Holds the actor's policy. `offer()` each payload; the policy changes only on "loaded"."""
+
+    def __init__(self, expected_config: PolicyConfig | None = None):
+        self.expected_config = expected_config
+        self.policy: InferencePolicy | None = None
+        self.meta: WeightsMeta | None = None
+        self.loaded_digest: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.policy is not None
+
+    def offer(self, payload: bytes | bytearray | memoryview) -> Offer:
+        try:
+            meta, tensors = decode_weights(payload, verify_digest=False)  # verified once, on the module below
+        except WeightsError as err:
+            return Offer("rejected", str(err))
+        expected = self.expected_config or (self.meta.config if self.meta else None)
+        if expected is not None:
+            if meta.policy != expected.policy:
+                return Offer("rejected", f"weights are for policy {meta.policy!r}, this actor runs {expected.policy!r}; "
+                                         "start the actor with the learner's policy config", meta)
+            if meta.config_fingerprint != expected.fingerprint():
+                return Offer("rejected", f"weights config fingerprint {meta.config_fingerprint} differs from this "
+                                         f"actor's {expected.fingerprint()}; restart the actor with the learner's "
+                                         "config (or without policy_config to take it from the learner)", meta)
+        if self.meta is not None and meta.run_id == self.meta.run_id and meta.weights_version <= self.meta.weights_version:
+            return Offer("ignored", f"version {meta.weights_version} is not newer than loaded "
+                                    f"{self.meta.weights_version} of run {meta.run_id}", meta)
+        try:
+            candidate = build_strict(meta.config, tensors, f"weights v{meta.weights_version}")
+        except WeightsError as err:
+            return Offer("rejected", str(err), meta)
+        digest = inference_digest(candidate)
+        if digest != meta.digest:
+            return Offer("rejected", f"digest of loaded tensors {digest[:16]} != digest sent {meta.digest[:16]}: "
+                                     "payload corrupted; keeping the previous weights", meta)
+        self.policy, self.meta, self.loaded_digest = candidate, meta, digest
+        return Offer("loaded", f"loaded weights v{meta.weights_version} (run {meta.run_id}, step "
+                               f"{meta.learner_step}, digest {digest[:16]})", meta)
