@@ -1,0 +1,1 @@
+"""ROS 2 nodes: thin glue from topics to the plain-torch core. Only this package imports rclpy."""
