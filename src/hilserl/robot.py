@@ -6,6 +6,8 @@ overrides them with the `joints`, `joint_lower` and `joint_upper` parameters.
 
 from __future__ import annotations
 
+import numpy as np
+
 from hilserl.policies.config import PANDA_JOINTS
 
 JOINTS: tuple[str, ...] = PANDA_JOINTS
@@ -21,3 +23,12 @@ COMMAND_TOPIC = "/forward_position_controller/commands"
 JOINT_STATES_TOPIC = "/joint_states"
 CAMERA_TOPIC = "camera/image_raw"
 CAMERA_INFO_TOPIC = "camera/camera_info"
+
+
+def action_to_targets(q: np.ndarray, action: np.ndarray, scale=ACTION_SCALE, lower=JOINT_LOWER,
+                      upper=JOINT_UPPER) -> np.ndarray:
+    """Joint position targets for a forward position controller: clip(q + action * scale, lower, upper)."""
+    q, action = np.asarray(q, dtype=np.float64), np.asarray(action, dtype=np.float64)
+    if q.shape != action.shape:
+        raise ValueError(f"{action.shape[0]} actions for {q.shape[0]} joints: the policy's action_dim must match `joints`")
+    return np.clip(q + action * np.asarray(scale, dtype=np.float64), lower, upper)

@@ -8,7 +8,7 @@ policy in use untouched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +51,14 @@ def inference_digest(policy: InferencePolicy) -> str:
     return tensor_digest(policy.state_dict())
 
 
+def module_digests(policy: InferencePolicy) -> dict[str, str]:
+    """Digest per top-level module (encoder, actor, state_norm): shows which part differs, if any."""
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in policy.state_dict().items():
+        groups.setdefault(name.split(".", 1)[0], {})[name] = tensor
+    return {module: tensor_digest(tensors) for module, tensors in sorted(groups.items())}
+
+
 @dataclass(frozen=True)
 class Offer:
     status: str  # "loaded" | "ignored" | "rejected"
@@ -61,8 +69,11 @@ class Offer:
 class WeightsReceiver:
     """Holds the actor's policy. `offer()` each payload; the policy changes only on "loaded"."""
 
-    def __init__(self, expected_config: PolicyConfig | None = None):
+    def __init__(self, expected_config: PolicyConfig | None = None,
+                 compatible: Callable[[PolicyConfig], str | None] | None = None):
+        """`compatible(config)` returns why this consumer cannot use a config (e.g. action count != joints)."""
         self.expected_config = expected_config
+        self.compatible = compatible
         self.policy: InferencePolicy | None = None
         self.meta: WeightsMeta | None = None
         self.loaded_digest: str | None = None
@@ -85,6 +96,9 @@ class WeightsReceiver:
                 return Offer("rejected", f"weights config fingerprint {meta.config_fingerprint} differs from this "
                                          f"actor's {expected.fingerprint()}; restart the actor with the learner's "
                                          "config (or without policy_config to take it from the learner)", meta)
+        problem = self.compatible(meta.config) if self.compatible else None
+        if problem:
+            return Offer("rejected", f"weights v{meta.weights_version} cannot drive this actor: {problem}", meta)
         if self.meta is not None and meta.run_id == self.meta.run_id and meta.weights_version <= self.meta.weights_version:
             return Offer("ignored", f"version {meta.weights_version} is not newer than loaded "
                                     f"{self.meta.weights_version} of run {meta.run_id}", meta)

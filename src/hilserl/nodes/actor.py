@@ -1,0 +1,233 @@
+"""Actor node: waits for the learner's weights, then commands the arm through ros2_control.
+
+It never commands the arm with weights it did not receive: until a payload from `/policy_weights` has
+been decoded, checked and loaded whole, the control loop publishes nothing (state WAITING). Later
+payloads replace the policy atomically or are rejected with the old weights kept (see weights/loader.py).
+
+Topics
+  /policy_weights (sub)  std_msgs/UInt8MultiArray, RELIABLE + TRANSIENT_LOCAL + KEEP_LAST 1 (latched)
+  image_topics (sub)     sensor_msgs/Image, one per camera
+  /joint_states (sub)    sensor_msgs/JointState
+  command_topic (pub)    std_msgs/Float64MultiArray: a forward command controller's joint position targets,
+                         target = clip(q + action * action_scale, joint_lower, joint_upper) in `joints` order
+  ~/weights_loaded (pub) std_msgs/String JSON, latched: version, run and the digest computed from the
+                         actor's own modules after loading
+  ~/status (pub)         std_msgs/String JSON, latched: WAITING / RUNNING / HOLDING and why
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
+
+from hilserl.nodes.image_conv import image_msg_to_rgb
+from hilserl.nodes.runtime import run_node
+from hilserl.policies.config import PolicyConfig
+from hilserl.policies.observation import FrameStacker, joint_state_vector
+from hilserl.robot import (ACTION_SCALE, CAMERA_TOPIC, COMMAND_TOPIC, JOINT_LOWER, JOINT_STATES_TOPIC, JOINT_UPPER,
+                           JOINTS, WEIGHTS_TOPIC, action_to_targets)
+from hilserl.weights.checkpoint import read_config_file
+from hilserl.weights.loader import WeightsReceiver, module_digests
+
+LATCHED = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                     history=HistoryPolicy.KEEP_LAST, depth=1)
+# Lock-step simulation must not lose an observation (the sim waits for the command it answers), so
+# those subscriptions are reliable; hardware cameras publish best effort, which sensor-data QoS accepts.
+LOCKSTEP_SENSORS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
+                              history=HistoryPolicy.KEEP_LAST, depth=5)
+COMMANDS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
+                      history=HistoryPolicy.KEEP_LAST, depth=1)
+
+WAITING, RUNNING, HOLDING = "WAITING", "RUNNING", "HOLDING"
+
+
+class ActorNode(Node):
+    def __init__(self, argv: list[str] | None = None):
+        super().__init__("actor")
+        p = self.declare_parameter
+        p("policy_config", "")
+        p("weights_topic", WEIGHTS_TOPIC)
+        p("image_topics", [CAMERA_TOPIC])
+        p("joint_states_topic", JOINT_STATES_TOPIC)
+        p("command_topic", COMMAND_TOPIC)
+        p("joints", list(JOINTS))
+        p("joint_lower", list(JOINT_LOWER))
+        p("joint_upper", list(JOINT_UPPER))
+        p("action_scale", list(ACTION_SCALE))
+        p("control_hz", 10.0)
+        p("deterministic", False)
+        p("stale_after", 0.5)
+        p("lockstep", False)
+        p("seed", 0)
+        get = lambda name: self.get_parameter(name).value  # noqa: E731
+        self.joints: list[str] = list(get("joints"))
+        self.lower, self.upper = np.array(get("joint_lower")), np.array(get("joint_upper"))
+        self.action_scale = np.array(get("action_scale"))
+        for name, values in (("joint_lower", self.lower), ("joint_upper", self.upper), ("action_scale", self.action_scale)):
+            if len(values) != len(self.joints):
+                raise SystemExit(f"actor: parameter {name} has {len(values)} values for {len(self.joints)} joints")
+        self.deterministic: bool = get("deterministic")
+        self.stale_after: float = get("stale_after")
+        self.lockstep: bool = get("lockstep")
+        self.generator = torch.Generator().manual_seed(int(get("seed")))
+
+        expected = None
+        if get("policy_config"):
+            expected, _ = read_config_file(get("policy_config"))
+            problem = self.incompatibility(expected)
+            if problem:
+                raise SystemExit(f"actor: policy_config {get('policy_config')}: {problem}")
+        self.receiver = WeightsReceiver(expected, compatible=self.incompatibility)
+        self.stacker: FrameStacker | None = None
+        self.image_topics: list[str] = list(get("image_topics"))
+        self.frames: dict[str, tuple[float, object, np.ndarray]] = {}  # topic -> (received, stamp, rgb)
+        self.joint_state: tuple[float, object, np.ndarray] | None = None
+        self.last_acted_stamp = None
+        self.state, self.reason = WAITING, f"waiting for weights on {get('weights_topic')}"
+        self.commands_sent = 0
+        self.rejected = 0
+        self.last_rejection = ""
+
+        self.command_pub = self.create_publisher(Float64MultiArray, get("command_topic"), COMMANDS)
+        self.loaded_pub = self.create_publisher(String, "~/weights_loaded", LATCHED)
+        self.status_pub = self.create_publisher(String, "~/status", LATCHED)
+        self.create_subscription(UInt8MultiArray, get("weights_topic"), self.on_weights, LATCHED)
+        sensors = LOCKSTEP_SENSORS if self.lockstep else qos_profile_sensor_data
+        for topic in self.image_topics:
+            self.create_subscription(Image, topic, lambda msg, t=topic: self.on_image(t, msg), sensors)
+        self.create_subscription(JointState, get("joint_states_topic"), self.on_joint_state, sensors)
+        if not self.lockstep:
+            self.create_timer(1.0 / float(get("control_hz")), self.control_step)
+        self.publish_status()
+        self.get_logger().info(self.reason)
+
+    # -- weights -------------------------------------------------------------------------------
+    def incompatibility(self, config: PolicyConfig) -> str | None:
+        if config.action_dim != len(self.joints):
+            return f"policy has {config.action_dim} actions but `joints` names {len(self.joints)}"
+        if config.state_dim not in (0, len(self.joints)):
+            return f"policy reads {config.state_dim} state values; this actor provides {len(self.joints)} joint positions"
+        if config.num_cameras != len(self.image_topics):
+            return f"policy sees {config.num_cameras} camera(s); `image_topics` names {len(self.image_topics)}"
+        return None
+
+    def on_weights(self, msg: UInt8MultiArray) -> None:
+        started = time.perf_counter()
+        offer = self.receiver.offer(msg.data)
+        if offer.status == "rejected":
+            self.rejected += 1
+            self.last_rejection = offer.reason
+            self.publish_status()
+            self.get_logger().error(f"weights rejected, keeping "
+                                    f"{'v%d' % self.receiver.meta.weights_version if self.receiver.ready else 'none'}: "
+                                    f"{offer.reason}")
+            return
+        if offer.status == "ignored":
+            self.get_logger().info(f"weights ignored: {offer.reason}")
+            return
+        meta = self.receiver.meta
+        if self.stacker is None or self.stacker.config != meta.config:
+            self.stacker = FrameStacker(meta.config)
+        loaded = {"weights_version": meta.weights_version, "run_id": meta.run_id, "learner_step": meta.learner_step,
+                  "digest": self.receiver.loaded_digest, "config_fingerprint": meta.config_fingerprint,
+                  "module_digests": module_digests(self.receiver.policy),
+                  "load_ms": round((time.perf_counter() - started) * 1e3, 2)}
+        self.loaded_pub.publish(String(data=json.dumps(loaded)))
+        self.get_logger().info(offer.reason)
+        if self.state == WAITING:
+            self.set_state(RUNNING, f"weights v{meta.weights_version} loaded")
+
+    # -- sensors -------------------------------------------------------------------------------
+    def on_image(self, topic: str, msg: Image) -> None:
+        try:
+            rgb = image_msg_to_rgb(msg)
+        except ValueError as err:
+            self.set_state(HOLDING, f"{topic}: {err}")
+            return
+        self.frames[topic] = (time.monotonic(), stamp_key(msg.header.stamp), rgb)
+        if self.lockstep:
+            self.control_step()
+
+    def on_joint_state(self, msg: JointState) -> None:
+        index = {name: i for i, name in enumerate(msg.name)}
+        missing = [j for j in self.joints if j not in index]
+        if missing or len(msg.position) != len(msg.name):
+            self.set_state(HOLDING, f"joint_states lacks positions for {missing or 'some joints'}")
+            return
+        q = np.array([msg.position[index[j]] for j in self.joints])
+        self.joint_state = (time.monotonic(), stamp_key(msg.header.stamp), q)
+        if self.lockstep:
+            self.control_step()
+
+    # -- control -------------------------------------------------------------------------------
+    def observation_problem(self, now: float) -> str | None:
+        for topic in self.image_topics:
+            if topic not in self.frames:
+                return f"no image received yet on {topic}"
+            age = now - self.frames[topic][0]
+            if not self.lockstep and age > self.stale_after:
+                return f"image on {topic} is stale ({age:.2f} s old, limit {self.stale_after} s)"
+        if self.joint_state is None:
+            return "no joint_states received yet"
+        age = now - self.joint_state[0]
+        if not self.lockstep and age > self.stale_after:
+            return f"joint_states is stale ({age:.2f} s old, limit {self.stale_after} s)"
+        return None
+
+    def control_step(self) -> None:
+        if not self.receiver.ready:
+            return  # WAITING: nothing is commanded before weights arrive
+        problem = self.observation_problem(time.monotonic())
+        if problem:
+            self.set_state(HOLDING, problem)
+            self.stacker.reset()  # a gap in the stream starts a fresh frame stack
+            return
+        if self.lockstep:
+            stamps = {self.frames[t][1] for t in self.image_topics} | {self.joint_state[1]}
+            if len(stamps) != 1 or stamps == {self.last_acted_stamp}:
+                return  # wait until every sensor shows the same, new simulation step
+            self.last_acted_stamp = stamps.pop()
+        if self.state != RUNNING:
+            self.set_state(RUNNING, "sensors fresh, commanding")
+        q = self.joint_state[2]
+        policy, meta = self.receiver.policy, self.receiver.meta
+        pixels = self.stacker.push([self.frames[t][2] for t in self.image_topics])
+        state = joint_state_vector(meta.config, q)
+        action = policy.act(pixels, state, deterministic=self.deterministic, step=meta.learner_step,
+                            generator=self.generator)
+        targets = action_to_targets(q, action, self.action_scale, self.lower, self.upper)
+        self.command_pub.publish(Float64MultiArray(data=targets.tolist()))
+        self.commands_sent += 1
+
+    def set_state(self, state: str, reason: str) -> None:
+        if (state, reason) != (self.state, self.reason):
+            self.state, self.reason = state, reason
+            if state == HOLDING:  # rclpy wants one severity per call site
+                self.get_logger().warning(f"{state}: {reason}")
+            else:
+                self.get_logger().info(f"{state}: {reason}")
+            self.publish_status()
+
+    def publish_status(self) -> None:
+        meta = self.receiver.meta
+        status = {"node": self.get_fully_qualified_name(), "state": self.state, "reason": self.reason,
+                  "weights_version": meta.weights_version if meta else None,
+                  "digest": self.receiver.loaded_digest, "commands_sent": self.commands_sent,
+                  "rejected": self.rejected, "last_rejection": self.last_rejection}
+        self.status_pub.publish(String(data=json.dumps(status)))
+
+
+def stamp_key(stamp) -> tuple[int, int]:
+    return (stamp.sec, stamp.nanosec)
+
+
+def main(argv: list[str]) -> int:
+    return run_node(ActorNode, argv)

@@ -1,0 +1,1 @@
+"""Offline tools: checkpoints, inference, pretraining, bringup and plots."""

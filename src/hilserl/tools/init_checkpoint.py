@@ -1,0 +1,33 @@
+"""`python -m hilserl init-checkpoint`: a freshly initialised checkpoint (the stand-in for a pretrained one)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from hilserl.policies import POLICY_TYPES, PolicyConfig, build_agent
+from hilserl.weights.checkpoint import save_checkpoint
+from hilserl.weights.loader import inference_digest
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hilserl init-checkpoint", description=__doc__)
+    parser.add_argument("--policy", choices=POLICY_TYPES, required=True)
+    parser.add_argument("--seed", type=int, required=True, help="different seeds give different encoders")
+    parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    parser.add_argument("--action-dim", type=int, default=PolicyConfig.action_dim)
+    parser.add_argument("--state-dim", type=int, default=0, help="proprioceptive inputs; 0 = pixels only")
+    parser.add_argument("--image-size", type=int, default=PolicyConfig.image_size)
+    parser.add_argument("--frame-stack", type=int, default=PolicyConfig.frame_stack)
+    parser.add_argument("--hidden-dim", type=int, default=PolicyConfig.hidden_dim)
+    args = parser.parse_args(argv)
+    config = PolicyConfig(policy=args.policy, action_dim=args.action_dim, state_dim=args.state_dim,
+                          image_size=args.image_size, frame_stack=args.frame_stack, hidden_dim=args.hidden_dim)
+    torch.manual_seed(args.seed)
+    agent = build_agent(config)
+    out = save_checkpoint(agent, config, args.out, step=0, extra={"seed": args.seed})
+    print(json.dumps({"checkpoint": str(out), "policy": config.policy, "config_fingerprint": config.fingerprint(),
+                      "inference_digest": inference_digest(agent.inference)}))
+    return 0

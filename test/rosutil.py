@@ -1,0 +1,141 @@
+"""Test helpers: hilserl nodes as real processes, and an in-test rclpy probe on its own domain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+_next_domain = [0]
+
+
+def unique_domain_id() -> int:
+    """A ROS_DOMAIN_ID no other test of this run (or a parallel run, by pid) uses. Valid range: 0..101."""
+    _next_domain[0] += 1
+    return 1 + (os.getpid() * 7 + _next_domain[0]) % 100
+
+
+def ros_env(domain_id: int, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain_id), RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1",
+               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+class NodeProcess:
+    """`python -m hilserl <command> --ros-args -p k:=v ...` with its output captured to a log file."""
+
+    def __init__(self, command: str, params: dict[str, object], env: dict[str, str], log_dir: Path,
+                 name: str | None = None, extra_args: list[str] | None = None):
+        args = [sys.executable, "-m", "hilserl", command, *(extra_args or []), "--ros-args"]
+        for key, value in params.items():
+            args += ["-p", f"{key}:={format_param(value)}"]
+        self.name = name or command
+        self.log_path = log_dir / f"{self.name}.log"
+        self.log_file = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, env=env, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=REPO,
+                                     start_new_session=True)
+
+    def log(self) -> str:
+        self.log_file.flush()
+        return self.log_path.read_text()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log_file.close()
+
+
+def format_param(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_param(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value if value else "''"
+    return repr(value)
+
+
+class Probe:
+    """An rclpy node inside the test process, spinning in a thread, on the test's own domain."""
+
+    def __init__(self, domain_id: int, name: str = "probe"):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        from hilserl.nodes.dds import configure_transport
+
+        configure_transport()
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.lock = threading.Lock()
+        self.received: dict[str, list] = {}
+        self._stop = False
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def subscribe(self, msg_type, topic: str, qos) -> list:
+        store: list = []
+        with self.lock:
+            self.received[topic] = store
+
+        def callback(msg):
+            with self.lock:
+                store.append((time.monotonic(), msg))
+        self.node.create_subscription(msg_type, topic, callback, qos)
+        return store
+
+    def messages(self, topic: str) -> list:
+        with self.lock:
+            return [m for _, m in self.received[topic]]
+
+    def json_messages(self, topic: str) -> list[dict]:
+        return [json.loads(m.data) for m in self.messages(topic)]
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(timeout=5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.context)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, procs: list[NodeProcess] = (),
+             interval: float = 0.05):
+    """Poll until predicate() is truthy; on timeout fail with `what` and the nodes' logs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        for p in procs:
+            if not p.alive():
+                raise AssertionError(f"{p.name} exited with {p.proc.returncode} while waiting for {what}:\n{p.log()}")
+        time.sleep(interval)
+    logs = "\n".join(f"--- {p.name} log ---\n{p.log()[-4000:]}" for p in procs)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
