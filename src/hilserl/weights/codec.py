@@ -8,10 +8,13 @@ Encoding uses the safetensors library. Decoding is our own strict reader of the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -61,13 +64,36 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes, in name order: equal digests, equal weights."""
-    h = hashlib.sha256()
+    """SHA-256 tree digest over names, dtypes, shapes and bytes, in name order: equal digests, equal weights.
+
+    Each tensor's bytes are hashed in fixed 1 MiB chunks on a thread pool (hashlib releases the GIL), and
+    the chunk hashes are hashed together with the tensor descriptions. The chunk size is part of the
+    format, so the digest is the same on every machine whatever its core count.
+    """
+    parts: list[bytes | memoryview] = []
+    chunk_slots: list[int] = []
     for name in sorted(tensors):
         t = tensors[name]
-        h.update(f"{name}|{DTYPE_NAMES.get(t.dtype, str(t.dtype))}|{tuple(t.shape)}\n".encode())
-        h.update(tensor_bytes(t))
-    return h.hexdigest()
+        parts.append(f"{name}|{DTYPE_NAMES.get(t.dtype, str(t.dtype))}|{tuple(t.shape)}\n".encode())
+        data = tensor_bytes(t)
+        for start in range(0, len(data), DIGEST_CHUNK):
+            chunk_slots.append(len(parts))
+            parts.append(data[start:start + DIGEST_CHUNK])
+    for slot, digest in zip(chunk_slots, _hash_pool().map(_sha256, [parts[i] for i in chunk_slots])):
+        parts[slot] = digest
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+DIGEST_CHUNK = 1 << 20
+
+
+def _sha256(data: memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+@functools.cache
+def _hash_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="digest")
 
 
 def encode_weights(tensors: Mapping[str, torch.Tensor], *, config: PolicyConfig, weights_version: int,
