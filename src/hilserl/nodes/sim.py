@@ -1,0 +1,214 @@
+"""Genesis sim node: the Panda, its ros2_control forward position controller and its cameras, in one process.
+
+It behaves like the hardware an actor drives, so the same actor runs on both:
+  /forward_position_controller/commands (sub)  std_msgs/Float64MultiArray joint position targets in
+                                               `joints` order; refused (logged, never applied) when the
+                                               length is wrong, a value is NaN/inf or outside the limits
+  /joint_states (pub)                          sensor_msgs/JointState
+  camera/image_raw, camera/camera_info (pub)   sensor_msgs/Image (rgb8) + CameraInfo; more cameras as
+                                               camera_1/..., camera_2/...
+  sim/step (pub)                               std_msgs/String JSON per control step: episode, step, reward,
+                                               success, terminated, truncated, episode_return, stamp
+  /clock (pub)                                 simulated time, for use_sim_time
+  sim/reset (srv)                              std_srvs/Trigger: start a new episode now
+  ~/status (pub, latched)                      compact JSON state
+
+Modes (parameter `lockstep`):
+  false  real time: physics advances one control period every 1/control_hz seconds toward the newest
+         accepted target, like a real arm.
+  true   lock-step: physics advances one control period per accepted command, then publishes the new
+         observation (every topic of one step carries the same stamp), so training runs as fast as the
+         CPU allows. The newest observation is re-sent each second until a command answers it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from hilserl.nodes.image_conv import rgb_to_image_msg
+from hilserl.nodes.runtime import run_node
+from hilserl.robot import COMMAND_TOPIC, JOINT_STATES_TOPIC, JOINTS
+
+LATCHED = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                     history=HistoryPolicy.KEEP_LAST, depth=1)
+STREAM = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
+                    history=HistoryPolicy.KEEP_LAST, depth=5)
+
+
+def camera_prefix(index: int) -> str:
+    return "camera" if index == 0 else f"camera_{index}"
+
+
+class SimNode(Node):
+    def __init__(self, argv: list[str] | None = None):
+        super().__init__("sim")
+        p = self.declare_parameter
+        p("task", "reach")
+        p("seed", 0)
+        p("lockstep", False)
+        p("control_hz", 10.0)
+        p("image_size", 84)
+        p("num_cameras", 1)
+        p("episode_steps", 50)
+        p("max_episodes", 0)  # 0 = run forever; else stop stepping after this many episodes
+        get = lambda name: self.get_parameter(name).value  # noqa: E731
+        from hilserl.sim.task import PandaTask, TaskConfig  # Genesis loads here, not at import
+
+        self.lockstep: bool = get("lockstep")
+        self.seed: int = get("seed")
+        self.max_episodes: int = get("max_episodes")
+        self.task = PandaTask(TaskConfig(task=get("task"), image_size=get("image_size"),
+                                         num_cameras=get("num_cameras"), episode_steps=get("episode_steps")))
+        self.control_dt = self.task.config.control_dt
+        self.joint_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, STREAM)
+        self.image_pubs, self.info_pubs = [], []
+        for i in range(self.task.config.num_cameras):
+            self.image_pubs.append(self.create_publisher(Image, f"{camera_prefix(i)}/image_raw", STREAM))
+            self.info_pubs.append(self.create_publisher(CameraInfo, f"{camera_prefix(i)}/camera_info", STREAM))
+        self.step_pub = self.create_publisher(String, "sim/step", STREAM)
+        self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=1))
+        self.status_pub = self.create_publisher(String, "~/status", LATCHED)
+        self.create_subscription(Float64MultiArray, COMMAND_TOPIC, self.on_command, STREAM)
+        self.create_service(Trigger, "sim/reset", self.on_reset)
+
+        self.episode, self.sim_time = 0, 0.0
+        self.refused, self.applied = 0, 0
+        self.target: np.ndarray | None = None
+        self.successes: list[bool] = []
+        self.wall_started, self.sim_started = time.monotonic(), 0.0
+        self.start_episode()
+        self.create_timer(1.0, self.publish_status)  # compact, 1 Hz: readable with `ros2 topic echo`
+        if self.lockstep:
+            self.create_timer(1.0, self.republish)
+        else:
+            self.create_timer(1.0 / float(get("control_hz")), self.realtime_step)
+        self.get_logger().info(f"sim ready: task {get('task')}, {'lock-step' if self.lockstep else 'real-time'}, "
+                               f"{self.task.config.num_cameras} camera(s) {get('image_size')}px")
+
+    # -- episodes ------------------------------------------------------------------------------
+    def start_episode(self) -> None:
+        self.obs = self.task.reset(seed=self.seed + self.episode)
+        self.step_index, self.episode_return = 0, 0.0
+        self.last_info = {"episode": self.episode, "step": 0, "reward": 0.0, "success": False,
+                          "terminated": False, "truncated": False, "episode_return": 0.0}
+        self.target = None
+        self.publish_observation()
+
+    def finished(self) -> bool:
+        return self.max_episodes > 0 and self.episode >= self.max_episodes
+
+    def on_reset(self, request, response):
+        if self.step_index > 0:
+            self.end_episode(success=False, reason="reset requested")
+        else:
+            self.start_episode()
+        response.success, response.message = True, f"episode {self.episode} started"
+        return response
+
+    def end_episode(self, success: bool, reason: str) -> None:
+        self.successes.append(success)
+        rate = sum(self.successes) / len(self.successes)
+        self.get_logger().info(f"episode {self.episode} ended ({reason}): success={success}, "
+                               f"return={self.episode_return:.2f}, success rate so far {rate:.2f}")
+        self.episode += 1
+        if self.finished():
+            self.get_logger().info(f"{self.max_episodes} episodes done; sim holds")
+            self.publish_status()
+            return
+        self.start_episode()
+
+    # -- commands and stepping -----------------------------------------------------------------
+    def on_command(self, msg: Float64MultiArray) -> None:
+        targets = np.asarray(msg.data, dtype=np.float64)
+        reason = self.task.validate_command(targets)
+        if reason:
+            self.refused += 1
+            self.get_logger().warning(f"command refused, not applied: {reason}", throttle_duration_sec=1.0)
+            self.publish_status()
+            return
+        self.target = targets
+        if self.lockstep and not self.finished():
+            self.advance()
+
+    def realtime_step(self) -> None:
+        if self.finished():
+            return
+        if self.target is None:  # no command yet: hold the current pose, like a controller at start-up
+            self.target = self.obs.joint_positions.copy()
+        self.advance()
+
+    def advance(self) -> None:
+        result = self.task.step(self.target)
+        self.applied += 1
+        self.obs, self.step_index = result.observation, self.step_index + 1
+        self.sim_time += self.control_dt
+        self.episode_return += float(result.reward)
+        self.last_info = {"episode": self.episode, "step": self.step_index, "reward": float(result.reward),
+                          "success": bool(result.success), "terminated": bool(result.terminated),
+                          "truncated": bool(result.truncated), "episode_return": self.episode_return}
+        self.publish_observation()
+        if result.terminated or result.truncated:
+            self.end_episode(bool(result.success), "terminated" if result.terminated else "time limit")
+
+    # -- publishing ----------------------------------------------------------------------------
+    def stamp(self):
+        from builtin_interfaces.msg import Time
+
+        sec = int(math.floor(self.sim_time))
+        return Time(sec=sec, nanosec=int(round((self.sim_time - sec) * 1e9)) % 1_000_000_000)
+
+    def publish_observation(self) -> None:
+        stamp = self.stamp()
+        self.clock_pub.publish(Clock(clock=stamp))
+        joints = JointState(name=list(JOINTS), position=self.obs.joint_positions.tolist(),
+                            velocity=self.obs.joint_velocities.tolist())
+        joints.header.stamp = stamp
+        self.joint_pub.publish(joints)
+        for i, rgb in enumerate(self.obs.images):
+            image = Image()
+            rgb_to_image_msg(rgb, image)
+            image.header.stamp, image.header.frame_id = stamp, f"{camera_prefix(i)}_optical_frame"
+            self.image_pubs[i].publish(image)
+            self.info_pubs[i].publish(self.camera_info(rgb.shape[1], rgb.shape[0], stamp, image.header.frame_id))
+        self.step_pub.publish(String(data=json.dumps(self.last_info | {"stamp": [stamp.sec, stamp.nanosec]})))
+
+    def camera_info(self, width: int, height: int, stamp, frame_id: str) -> CameraInfo:
+        fov = math.radians(self.task.config.camera_fov)
+        f = 0.5 * height / math.tan(0.5 * fov)
+        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+        info.header.stamp, info.header.frame_id = stamp, frame_id
+        info.k = [f, 0.0, width / 2, 0.0, f, height / 2, 0.0, 0.0, 1.0]
+        info.p = [f, 0.0, width / 2, 0.0, 0.0, f, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.d = [0.0] * 5
+        return info
+
+    def republish(self) -> None:
+        """Lock-step: re-send the current step (same stamp) so a late actor can answer it."""
+        if not self.finished():
+            self.publish_observation()
+
+    def real_time_factor(self) -> float:
+        wall = time.monotonic() - self.wall_started
+        return (self.sim_time - self.sim_started) / wall if wall > 0 else 0.0
+
+    def publish_status(self) -> None:
+        status = {"node": "sim", "episode": self.episode, "step": self.step_index, "applied": self.applied,
+                  "refused": self.refused, "real_time_factor": round(self.real_time_factor(), 3),
+                  "success_rate": (sum(self.successes) / len(self.successes)) if self.successes else None,
+                  "episodes_done": len(self.successes), "mode": "lockstep" if self.lockstep else "realtime"}
+        self.status_pub.publish(String(data=json.dumps(status)))
+
+
+def main(argv: list[str]) -> int:
+    return run_node(SimNode, argv)

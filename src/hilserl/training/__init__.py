@@ -1,0 +1,1 @@
+"""The learner's training loop and its durable state, in plain torch (no ROS)."""
