@@ -25,8 +25,11 @@ import torch
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import Image, JointState, Joy
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
+from std_srvs.srv import Trigger
+
+from hilserl.control.episode import EpisodeRecorder, Intervention, TeleopReading, Transition
 
 from hilserl.nodes.image_conv import image_msg_to_rgb
 from hilserl.nodes.runtime import run_node
@@ -67,6 +70,16 @@ class ActorNode(Node):
         p("stale_after", 0.5)
         p("lockstep", False)
         p("seed", 0)
+        p("episode_topic", "sim/step")  # per-step reward/success/episode flags (the sim's); absent on hardware
+        p("reset_service", "")  # e.g. sim/reset: called when a person labels an episode with a button
+        p("max_episode_steps", 0)  # 0 = episodes end by the sim's flags or a person's label only
+        p("teleop_topic", "/joy")
+        p("teleop_axes", list(range(len(JOINTS))))  # joy axis per action dimension
+        p("teleop_scale", 1.0)
+        p("deadman_button", 0)
+        p("success_button", 1)
+        p("failure_button", 2)
+        p("teleop_timeout", 0.5)
         get = lambda name: self.get_parameter(name).value  # noqa: E731
         self.joints: list[str] = list(get("joints"))
         self.lower, self.upper = np.array(get("joint_lower")), np.array(get("joint_upper"))
@@ -78,6 +91,17 @@ class ActorNode(Node):
         self.stale_after: float = get("stale_after")
         self.lockstep: bool = get("lockstep")
         self.generator = torch.Generator().manual_seed(int(get("seed")))
+        self.max_episode_steps: int = get("max_episode_steps")
+        self.intervention = Intervention(axes=list(get("teleop_axes")), deadman_button=get("deadman_button"),
+                                         success_button=get("success_button"), failure_button=get("failure_button"),
+                                         scale=get("teleop_scale"), timeout=get("teleop_timeout"))
+        if len(self.intervention.axes) != len(self.joints):
+            raise SystemExit(f"actor: teleop_axes names {len(self.intervention.axes)} axes for {len(self.joints)} joints")
+        self.recorder = EpisodeRecorder(self.on_transition)
+        self.transitions_made = 0
+        self.pending_label: str | None = None
+        self.episode_summaries: list[dict] = []
+        self.transition_sender = None  # set when the transition link is up
 
         expected = None
         if get("policy_config"):
@@ -90,6 +114,8 @@ class ActorNode(Node):
         self.image_topics: list[str] = list(get("image_topics"))
         self.frames: dict[str, tuple[float, object, np.ndarray]] = {}  # topic -> (received, stamp, rgb)
         self.joint_state: tuple[float, object, np.ndarray] | None = None
+        self.step_info: tuple[float, object, dict] | None = None
+        self.step_info_used = True
         self.last_acted_stamp = None
         self.state, self.reason = WAITING, f"waiting for weights on {get('weights_topic')}"
         self.commands_sent = 0
@@ -104,6 +130,9 @@ class ActorNode(Node):
         for topic in self.image_topics:
             self.create_subscription(Image, topic, lambda msg, t=topic: self.on_image(t, msg), sensors)
         self.create_subscription(JointState, get("joint_states_topic"), self.on_joint_state, sensors)
+        self.create_subscription(String, get("episode_topic"), self.on_step_info, sensors)
+        self.create_subscription(Joy, get("teleop_topic"), self.on_joy, qos_profile_sensor_data)
+        self.reset_client = self.create_client(Trigger, get("reset_service")) if get("reset_service") else None
         if not self.lockstep:
             self.create_timer(1.0 / float(get("control_hz")), self.control_step)
         self.publish_status()
@@ -167,6 +196,30 @@ class ActorNode(Node):
         if self.lockstep:
             self.control_step()
 
+    def on_step_info(self, msg: String) -> None:
+        try:
+            info = json.loads(msg.data)
+            stamp = tuple(info["stamp"])
+            for key in ("reward", "terminated", "truncated", "success", "step"):
+                info[key]
+        except (ValueError, KeyError, TypeError) as err:
+            self.get_logger().error(f"malformed {msg.data[:80]!r} on the episode topic: {err}",
+                                    throttle_duration_sec=5.0)
+            return
+        self.step_info, self.step_info_used = (time.monotonic(), stamp, info), False
+        if self.lockstep:
+            self.control_step()
+
+    def on_joy(self, msg: Joy) -> None:
+        label = self.intervention.update(TeleopReading(time.monotonic(), tuple(msg.axes), tuple(msg.buttons)))
+        if label:
+            self.pending_label = label
+
+    def on_transition(self, transition: Transition) -> None:
+        self.transitions_made += 1
+        if self.transition_sender is not None:
+            self.transition_sender.add(transition)
+
     # -- control -------------------------------------------------------------------------------
     def observation_problem(self, now: float) -> str | None:
         for topic in self.image_topics:
@@ -185,27 +238,70 @@ class ActorNode(Node):
     def control_step(self) -> None:
         if not self.receiver.ready:
             return  # WAITING: nothing is commanded before weights arrive
-        problem = self.observation_problem(time.monotonic())
+        now = time.monotonic()
+        problem = self.observation_problem(now)
         if problem:
             self.set_state(HOLDING, problem)
             self.stacker.reset()  # a gap in the stream starts a fresh frame stack
+            self.recorder.pending = None  # and the action before it has no known outcome
             return
         if self.lockstep:
-            stamps = {self.frames[t][1] for t in self.image_topics} | {self.joint_state[1]}
+            if self.step_info is None:
+                return
+            stamps = {self.frames[t][1] for t in self.image_topics} | {self.joint_state[1], self.step_info[1]}
             if len(stamps) != 1 or stamps == {self.last_acted_stamp}:
                 return  # wait until every sensor shows the same, new simulation step
             self.last_acted_stamp = stamps.pop()
         if self.state != RUNNING:
             self.set_state(RUNNING, "sensors fresh, commanding")
         q = self.joint_state[2]
-        policy, meta = self.receiver.policy, self.receiver.meta
-        pixels = self.stacker.push([self.frames[t][2] for t in self.image_topics])
-        state = joint_state_vector(meta.config, q)
-        action = policy.act(pixels, state, deterministic=self.deterministic, step=meta.learner_step,
-                            generator=self.generator)
+        meta = self.receiver.meta
+        stacked = self.stacker.push([self.frames[t][2] for t in self.image_topics])
+        newest = stacked[-3 * meta.config.num_cameras:]
+        if self.record_outcome(newest, q):
+            return  # that observation ended the episode: nothing to command in it
+        human = self.intervention.human_action(now)
+        if human is not None:
+            action = human
+        else:
+            action = self.receiver.policy.act(stacked, joint_state_vector(meta.config, q),
+                                               deterministic=self.deterministic, step=meta.learner_step,
+                                               generator=self.generator)
         targets = action_to_targets(q, action, self.action_scale, self.lower, self.upper)
         self.command_pub.publish(Float64MultiArray(data=targets.tolist()))
         self.commands_sent += 1
+        self.recorder.acted(newest, q, action, intervention=human is not None)
+
+    def record_outcome(self, newest: np.ndarray, q: np.ndarray) -> bool:
+        """Close the previous action's transition with what followed; True when the episode ended here."""
+        info = None
+        if self.step_info is not None and not self.step_info_used:
+            info, self.step_info_used = self.step_info[2], True
+        label, self.pending_label = self.pending_label, None
+        if info is not None and info["step"] == 0 and self.recorder.stats.steps > 0:
+            self.finish_episode(self.recorder.end_episode(success=False))  # the sim reset under us
+        reward = float(info["reward"]) if info else 0.0
+        terminated = bool(info and info["terminated"]) or label is not None
+        truncated = bool(info and info["truncated"]) or (
+            self.max_episode_steps > 0 and self.recorder.stats.steps >= self.max_episode_steps)
+        success = bool(info and info["success"]) or label == "success"
+        summary = self.recorder.outcome(reward, terminated, truncated, success, next_frames=newest, next_state=q)
+        if summary is None and label is not None:  # labelled before any action of this episode
+            summary = self.recorder.end_episode(success)
+        if summary is None:
+            return False
+        self.finish_episode(summary)
+        if label is not None and self.reset_client is not None:
+            self.reset_client.call_async(Trigger.Request())
+        return True
+
+    def finish_episode(self, summary: dict) -> None:
+        self.stacker.reset()
+        self.episode_summaries.append(summary)
+        self.get_logger().info(f"episode {summary['episode']} done: success={summary['success']} "
+                               f"return={summary['return']:.2f} steps={summary['steps']} "
+                               f"interventions={summary['intervention_rate']:.0%}")
+        self.publish_status()
 
     def set_state(self, state: str, reason: str) -> None:
         if (state, reason) != (self.state, self.reason):
@@ -221,7 +317,9 @@ class ActorNode(Node):
         status = {"node": self.get_fully_qualified_name(), "state": self.state, "reason": self.reason,
                   "weights_version": meta.weights_version if meta else None,
                   "digest": self.receiver.loaded_digest, "commands_sent": self.commands_sent,
-                  "rejected": self.rejected, "last_rejection": self.last_rejection}
+                  "rejected": self.rejected, "last_rejection": self.last_rejection,
+                  "episodes": len(self.episode_summaries), "transitions": self.transitions_made,
+                  "last_episode": self.episode_summaries[-1] if self.episode_summaries else None}
         self.status_pub.publish(String(data=json.dumps(status)))
 
 

@@ -1,0 +1,1 @@
+"""Actor-side core in plain Python: interventions and episode recording."""
