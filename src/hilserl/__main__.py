@@ -6,7 +6,11 @@ Nodes take ROS arguments as under `ros2 run`: `python -m hilserl learner --ros-a
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# Before torch loads: idle OpenMP threads sleep rather than spin (spinning costs 3x on shared cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # command -> (module, one-line help). Modules are imported lazily: `infer` needs no rclpy, nodes no Genesis.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -26,11 +26,13 @@ from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import Image, JointState, Joy
-from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from hilserl.control.episode import EpisodeRecorder, Intervention, TeleopReading, Transition
 
+from hilserl.metrics import metrics_for_node
+from hilserl.nodes.diagnostics import Diagnostics, RateMeter, StatusTopic, actor_report
 from hilserl.nodes.image_conv import image_msg_to_rgb
 from hilserl.nodes.runtime import run_node
 from hilserl.policies.config import PolicyConfig
@@ -103,6 +105,7 @@ class ActorNode(Node):
         self.episode_summaries: list[dict] = []
         self.transition_sender = None  # set when the transition link is up
 
+        self.image_topics: list[str] = list(get("image_topics"))
         expected = None
         if get("policy_config"):
             expected, _ = read_config_file(get("policy_config"))
@@ -111,7 +114,6 @@ class ActorNode(Node):
                 raise SystemExit(f"actor: policy_config {get('policy_config')}: {problem}")
         self.receiver = WeightsReceiver(expected, compatible=self.incompatibility)
         self.stacker: FrameStacker | None = None
-        self.image_topics: list[str] = list(get("image_topics"))
         self.frames: dict[str, tuple[float, object, np.ndarray]] = {}  # topic -> (received, stamp, rgb)
         self.joint_state: tuple[float, object, np.ndarray] | None = None
         self.step_info: tuple[float, object, dict] | None = None
@@ -124,7 +126,12 @@ class ActorNode(Node):
 
         self.command_pub = self.create_publisher(Float64MultiArray, get("command_topic"), COMMANDS)
         self.loaded_pub = self.create_publisher(String, "~/weights_loaded", LATCHED)
-        self.status_pub = self.create_publisher(String, "~/status", LATCHED)
+        self.status_pub = StatusTopic(self)  # latched, publishes on change only
+        self.intervention_pub = self.create_publisher(Bool, "intervention", LATCHED)  # the sim's markers
+        self.intervening = False
+        self.control_rate = RateMeter()
+        self.metrics = metrics_for_node(self)
+        self.diagnostics = Diagnostics(self, actor_report())
         self.create_subscription(UInt8MultiArray, get("weights_topic"), self.on_weights, LATCHED)
         sensors = LOCKSTEP_SENSORS if self.lockstep else qos_profile_sensor_data
         for topic in self.image_topics:
@@ -261,6 +268,9 @@ class ActorNode(Node):
         if self.record_outcome(newest, q):
             return  # that observation ended the episode: nothing to command in it
         human = self.intervention.human_action(now)
+        if (human is not None) != self.intervening:
+            self.intervening = human is not None
+            self.intervention_pub.publish(Bool(data=self.intervening))
         if human is not None:
             action = human
         else:
@@ -270,6 +280,7 @@ class ActorNode(Node):
         targets = action_to_targets(q, action, self.action_scale, self.lower, self.upper)
         self.command_pub.publish(Float64MultiArray(data=targets.tolist()))
         self.commands_sent += 1
+        self.control_rate.tick(now)
         self.recorder.acted(newest, q, action, intervention=human is not None)
 
     def record_outcome(self, newest: np.ndarray, q: np.ndarray) -> bool:
@@ -298,6 +309,9 @@ class ActorNode(Node):
     def finish_episode(self, summary: dict) -> None:
         self.stacker.reset()
         self.episode_summaries.append(summary)
+        if self.metrics:
+            self.metrics.log(summary["episode"], {f"episode/{k}": summary[k]
+                                                  for k in ("return", "success", "intervention_rate", "steps")})
         self.get_logger().info(f"episode {summary['episode']} done: success={summary['success']} "
                                f"return={summary['return']:.2f} steps={summary['steps']} "
                                f"interventions={summary['intervention_rate']:.0%}")

@@ -25,6 +25,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String, UInt8MultiArray
 
+from hilserl.metrics import metrics_for_node
+from hilserl.nodes.diagnostics import Diagnostics, StatusTopic, learner_report
 from hilserl.nodes.runtime import run_node
 from hilserl.nodes.wire import bytes_to_msg_data
 from hilserl.policies import build_agent
@@ -49,7 +51,7 @@ class LearnerNode(Node):
                              "(python -m hilserl learner --ros-args -p checkpoint:=DIR)")
         self.run_id = self.get_parameter("run_id").value or uuid.uuid4().hex[:12]
         self.weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS_TOPIC, LATCHED)
-        self.status_pub = self.create_publisher(String, "~/status", LATCHED)
+        self.status_pub = StatusTopic(self)  # latched, publishes on change only
         self.lock = threading.Lock()  # guards the agent between training and publishing
         self.weights_version = 0
         self.learner_step = 0
@@ -57,6 +59,8 @@ class LearnerNode(Node):
         self.last_publish_time = 0.0
         self.agent = self.load_checkpoint(checkpoint)
         self.publish_weights(reason="start-up")
+        self.metrics = metrics_for_node(self)
+        self.diagnostics = Diagnostics(self, learner_report)
         self.add_on_set_parameters_callback(self.on_set_parameters)
 
     # -- weights -------------------------------------------------------------------------------

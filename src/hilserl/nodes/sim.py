@@ -32,10 +32,13 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
+from hilserl.nodes.diagnostics import Diagnostics, StatusTopic, sim_report
 from hilserl.nodes.image_conv import rgb_to_image_msg
+from hilserl.nodes.markers import EndEffectorTrail, task_markers
 from hilserl.nodes.runtime import run_node
 from hilserl.robot import COMMAND_TOPIC, JOINT_STATES_TOPIC, JOINTS
 
@@ -77,7 +80,10 @@ class SimNode(Node):
             self.info_pubs.append(self.create_publisher(CameraInfo, f"{camera_prefix(i)}/camera_info", STREAM))
         self.step_pub = self.create_publisher(String, "sim/step", STREAM)
         self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=1))
-        self.status_pub = self.create_publisher(String, "~/status", LATCHED)
+        self.status_pub = StatusTopic(self)  # latched, publishes on change only
+        self.markers_pub = self.create_publisher(MarkerArray, "sim/markers", STREAM)
+        self.trail, self.intervening = EndEffectorTrail(), False
+        self.create_subscription(Bool, "intervention", lambda msg: setattr(self, "intervening", msg.data), LATCHED)
         self.create_subscription(Float64MultiArray, COMMAND_TOPIC, self.on_command, STREAM)
         self.create_service(Trigger, "sim/reset", self.on_reset)
 
@@ -87,6 +93,7 @@ class SimNode(Node):
         self.successes: list[bool] = []
         self.wall_started, self.sim_started = time.monotonic(), 0.0
         self.start_episode()
+        self.diagnostics = Diagnostics(self, sim_report)
         self.create_timer(1.0, self.publish_status)  # compact, 1 Hz: readable with `ros2 topic echo`
         if self.lockstep:
             self.create_timer(1.0, self.republish)
@@ -98,10 +105,12 @@ class SimNode(Node):
     # -- episodes ------------------------------------------------------------------------------
     def start_episode(self) -> None:
         self.obs = self.task.reset(seed=self.seed + self.episode)
+        self.sim_time += self.control_dt  # a reset is a new step: its observation gets a new stamp
         self.step_index, self.episode_return = 0, 0.0
         self.last_info = {"episode": self.episode, "step": 0, "reward": 0.0, "success": False,
                           "terminated": False, "truncated": False, "episode_return": 0.0}
         self.target = None
+        self.trail.clear()
         self.publish_observation()
 
     def finished(self) -> bool:
@@ -181,6 +190,9 @@ class SimNode(Node):
             self.image_pubs[i].publish(image)
             self.info_pubs[i].publish(self.camera_info(rgb.shape[1], rgb.shape[0], stamp, image.header.frame_id))
         self.step_pub.publish(String(data=json.dumps(self.last_info | {"stamp": [stamp.sec, stamp.nanosec]})))
+        self.trail.add(self.obs.ee_position, self.intervening)
+        self.markers_pub.publish(task_markers(self.trail, self.obs.target_position, self.obs.cube_position,
+                                              self.obs.cube_quaternion, self.intervening, stamp=stamp))
 
     def camera_info(self, width: int, height: int, stamp, frame_id: str) -> CameraInfo:
         fov = math.radians(self.task.config.camera_fov)

@@ -26,6 +26,7 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Joy
 
+from hilserl.nodes.diagnostics import Diagnostics, teleop_report
 from hilserl.nodes.runtime import run_node
 
 AXIS_KEYS = {"q": (0, 1.0), "a": (0, -1.0), "w": (1, 1.0), "s": (1, -1.0), "e": (2, 1.0), "d": (2, -1.0),
@@ -86,6 +87,7 @@ class TeleopNode(Node):
         self.pub = self.create_publisher(Joy, "/joy", qos)
         self.lock = threading.Lock()
         self.create_timer(1.0 / args.rate, self.publish)
+        self.diagnostics = Diagnostics(self, teleop_report)
         self.reader = threading.Thread(target=self.read_keys, daemon=True)
         self.reader.start()
         self.get_logger().info("keyboard teleop: space = dead-man on/off, q/a..u/j = joints, i/k = gripper, "

@@ -1,20 +1,43 @@
-"""DrQ random-shift augmentation: pad by replication, then crop back at a random sub-pixel offset."""
+"""DrQ random-shift augmentation: pad by replication, then crop back at a random integer offset.
+
+DrQ-v2 writes this as a bilinear `grid_sample` whose sampling points fall exactly on pixel centres, so
+every shift is a whole number of pixels. Reading the shifted pixels directly gives the same images without
+interpolation, works on uint8 (4x less memory traffic than float) and costs milliseconds per batch.
+"""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+
+def sample_shifts(n: int, pad: int, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """[n, 2] int64 offsets (x, y), each in [0, 2 * pad]; (pad, pad) is the identity."""
+    return torch.randint(0, 2 * pad + 1, size=(n, 2), generator=generator, device=device)
+
+
+def shift_images(pixels: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
+    """out[i, :, r, c] = pixels[i, :, clamp(r + y_i - pad), clamp(c + x_i - pad)]; same dtype and shape."""
+    n, c, h, w = pixels.shape
+    if shifts.shape != (n, 2):
+        raise ValueError(f"shifts must be [{n}, 2] (x, y) offsets for {n} images, got {tuple(shifts.shape)}")
+    if shifts.numel() and (int(shifts.min()) < 0 or int(shifts.max()) > 2 * pad):
+        raise ValueError(f"shifts must lie in [0, {2 * pad}] for pad {pad}, "
+                         f"got [{int(shifts.min())}, {int(shifts.max())}]")
+    if pad == 0:
+        return pixels
+    # Replicate padding is index clamping, so pad and crop become one gather over each flattened image:
+    # a single kernel, where a per-image slice-and-stack would be n small copies.
+    x, y = shifts[:, :1] - pad, shifts[:, 1:] - pad
+    rows = (torch.arange(h, device=pixels.device) + y).clamp(0, h - 1)  # [n, h]
+    cols = (torch.arange(w, device=pixels.device) + x).clamp(0, w - 1)  # [n, w]
+    index = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return pixels.reshape(n, c, h * w).gather(2, index).view(n, c, h, w)
 
 
 def random_shift(pixels: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Shift each image of the batch by up to `pad` pixels, bilinearly; float in, float out."""
+    """Shift each image of the batch by up to `pad` whole pixels (any dtype in, the same dtype out)."""
     n, _, h, w = pixels.shape
-    assert h == w, "random_shift expects square images"
-    x = F.pad(pixels, (pad, pad, pad, pad), mode="replicate")
-    eps = 1.0 / (h + 2 * pad)
-    arange = torch.linspace(-1.0 + eps, 1.0 - eps, h + 2 * pad, device=pixels.device, dtype=pixels.dtype)[:h]
-    arange = arange.unsqueeze(0).repeat(h, 1).unsqueeze(2)
-    base_grid = torch.cat([arange, arange.transpose(1, 0)], dim=2).unsqueeze(0).repeat(n, 1, 1, 1)
-    shift = torch.randint(0, 2 * pad + 1, size=(n, 1, 1, 2), device=pixels.device, generator=generator)
-    grid = base_grid + shift.to(pixels.dtype) * (2.0 / (h + 2 * pad))
-    return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+    if h != w:
+        raise ValueError(f"random_shift expects square images, got {h}x{w}")
+    return shift_images(pixels, sample_shifts(n, pad, generator, pixels.device), pad)

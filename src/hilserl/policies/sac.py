@@ -1,5 +1,7 @@
 """SAC from pixels (Haarnoja et al., 2018), as HIL-SERL uses it: tanh-Gaussian actor, twin critics,
-learned temperature, and an encoder that the critic trains unless the config freezes it."""
+learned temperature, and an encoder that the critic trains unless the config freezes it.
+
+Runs fast on a CPU the way DrQ-v2 does (see speed.py and drqv2.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hilserl.policies.augment import random_shift
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig
-from hilserl.policies.drqv2 import Critic, soft_update
+from hilserl.policies.drqv2 import Critic, head_inputs, shifted_pixels, soft_update
 from hilserl.policies.inference import InferencePolicy, tanh_gaussian_log_prob
+from hilserl.policies.speed import SpeedSettings, read_only
 
 
 @dataclass
@@ -25,11 +27,20 @@ class SACHyper:
     augment_pad: int = 4
 
 
+def squash(mu: torch.Tensor, log_std: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reparameterised tanh-Gaussian sample with its log-probability, in float32."""
+    mu, log_std = mu.float(), log_std.float()
+    pre_tanh = mu + eps * log_std.exp()
+    return torch.tanh(pre_tanh), tanh_gaussian_log_prob(mu, log_std, pre_tanh)
+
+
 class SACAgent(nn.Module):
-    def __init__(self, config: PolicyConfig, hyper: SACHyper | None = None):
+    def __init__(self, config: PolicyConfig, hyper: SACHyper | None = None, speed: SpeedSettings | None = None):
         super().__init__()
         assert config.policy == "sac", config.policy
         self.config, self.hyper = config, hyper or SACHyper()
+        self.speed = speed or SpeedSettings.from_env()
+        self.speed.apply_threads()
         self.inference = InferencePolicy(config)
         self.critic = Critic(config, self.inference.encoder.repr_dim)
         self.critic_target = Critic(config, self.inference.encoder.repr_dim)
@@ -40,37 +51,38 @@ class SACAgent(nn.Module):
         lr = self.hyper.lr
         if config.freeze_encoder:
             self.inference.encoder.requires_grad_(False)
-        self.encoder_opt = torch.optim.Adam(self.inference.encoder.parameters(), lr=lr)
-        self.actor_opt = torch.optim.Adam(self.inference.actor.parameters(), lr=lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=lr)
+        self.encoder_opt = self.speed.adam(self.inference.encoder.parameters(), lr)
+        self.actor_opt = self.speed.adam(self.inference.actor.parameters(), lr)
+        self.critic_opt = self.speed.adam(self.critic.parameters(), lr)
+        self.alpha_opt = self.speed.adam([self.log_alpha], lr)
+        if self.speed.compile:
+            self._encode, self._target_q, self._critic_q, self._actor_loss = (
+                torch.compile(f) for f in (self._encode, self._target_q, self._critic_q, self._actor_loss))
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"encoder": self.encoder_opt, "actor": self.actor_opt, "critic": self.critic_opt, "alpha": self.alpha_opt}
-
-    def _encode(self, pixels: torch.Tensor, state: torch.Tensor | None):
-        pixels = random_shift(pixels.float(), self.hyper.augment_pad)
-        return self.inference.head_inputs(pixels, state)
-
-    def _sample(self, features: torch.Tensor, state: torch.Tensor | None):
-        mu, log_std = self.inference.actor(features, state)
-        pre_tanh = mu + torch.randn_like(mu) * log_std.exp()
-        return torch.tanh(pre_tanh), tanh_gaussian_log_prob(mu, log_std, pre_tanh)
+        return {"encoder": self.encoder_opt, "actor": self.actor_opt, "critic": self.critic_opt,
+                "alpha": self.alpha_opt}
 
     def update(self, batch: Batch, step: int) -> dict[str, float]:
+        # Random draws in a fixed order: shifts of obs, of next obs, target sample, actor sample.
+        pixels, next_pixels = shifted_pixels(batch, self.hyper.augment_pad)
         alpha = self.log_alpha.exp().detach()
+        n = len(batch)
         if self.config.freeze_encoder:
+            # Nothing trains the encoder, so both observations go through it in one no-grad pass.
+            states = None if batch.state is None else torch.cat([batch.state, batch.next_state])
             with torch.no_grad():
-                features, state = self._encode(batch.pixels, batch.state)
+                features, state = self._encode(torch.cat([pixels, next_pixels]), states)
+            features, next_features = features.split(n)
+            state, next_state = (None, None) if state is None else state.split(n)
         else:
-            features, state = self._encode(batch.pixels, batch.state)
-        with torch.no_grad():
-            next_features, next_state = self._encode(batch.next_pixels, batch.next_state)
-            next_action, next_log_prob = self._sample(next_features, next_state)
-            tq1, tq2 = self.critic_target(next_features, next_state, next_action)
-            target_q = batch.reward + batch.discount * (torch.min(tq1, tq2) - alpha * next_log_prob)
+            features, state = self._encode(pixels, batch.state)
+            with torch.no_grad():
+                next_features, next_state = self._encode(next_pixels, batch.next_state)
 
-        q1, q2 = self.critic(features, state, batch.action)
+        target_q = self._target_q(next_features, next_state, batch.reward, batch.discount,
+                                  torch.randn_like(batch.action), alpha)
+        q1, q2 = self._critic_q(features, state, batch.action)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         self.encoder_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -79,12 +91,11 @@ class SACAgent(nn.Module):
         if not self.config.freeze_encoder:
             self.encoder_opt.step()
 
-        features = features.detach()
-        action, log_prob = self._sample(features, state)
-        aq1, aq2 = self.critic(features, state, action)
-        actor_loss = (alpha * log_prob - torch.min(aq1, aq2)).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        # Detached features, and a read-only critic: the actor loss trains the actor head alone.
+        with read_only(self.critic):
+            actor_loss, log_prob = self._actor_loss(features.detach(), state, torch.randn_like(batch.action), alpha)
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
         self.actor_opt.step()
 
         alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
@@ -101,3 +112,27 @@ class SACAgent(nn.Module):
             "q": q1.mean().item(),
             "entropy": -log_prob.mean().item(),
         }
+
+    # The forward phases; each runs in its own autocast context (see SpeedSettings.autocast).
+
+    def _encode(self, pixels: torch.Tensor, state: torch.Tensor | None):
+        with self.speed.autocast():
+            return head_inputs(self.inference, pixels, state, self.speed)
+
+    def _target_q(self, next_features: torch.Tensor, next_state: torch.Tensor | None, reward: torch.Tensor,
+                  discount: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), self.speed.autocast():
+            next_action, next_log_prob = squash(*self.inference.actor(next_features, next_state), eps)
+            target_q1, target_q2 = self.critic_target(next_features, next_state, next_action)
+            return reward + discount * (torch.min(target_q1, target_q2) - alpha * next_log_prob)
+
+    def _critic_q(self, features: torch.Tensor, state: torch.Tensor | None, action: torch.Tensor):
+        with self.speed.autocast():
+            return self.critic(features, state, action)
+
+    def _actor_loss(self, features: torch.Tensor, state: torch.Tensor | None, eps: torch.Tensor,
+                    alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.speed.autocast():
+            action, log_prob = squash(*self.inference.actor(features, state), eps)
+            q1, q2 = self.critic(features, state, action)
+        return (alpha * log_prob - torch.min(q1, q2)).mean(), log_prob

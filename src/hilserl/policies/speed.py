@@ -1,0 +1,110 @@
+"""How the learner's update runs fast on a CPU: every speed setting in one place, and the helpers that apply them.
+
+What the settings change, and what they leave alone:
+- master weights, gradients and optimiser state stay float32, so checkpoints and the weights message are
+  float32 whatever is set here; `bf16` only makes convs and linears compute in bfloat16 under autocast,
+  while losses, Q values and targets stay float32;
+- the learner's encoder pass (`encode`) folds DrQ-v2's input scaling into the first conv, so uint8 pixels
+  go in as they are (integers up to 256 are exact in bfloat16) and no float copy of the batch is made;
+- with `bf16=False` the fast update computes the plain DrQ-v2 / SAC losses to float32 rounding.
+
+Each setting can be overridden from the environment (HILSERL_BF16=0, HILSERL_COMPILE=1, ...), so a
+learner can be switched without code changes; `bench/learner_update.py --ablate` measures what each gives.
+
+One process-level setting cannot live here, since OpenMP reads it when torch is imported: on a CPU shared
+with other processes, run the learner with OMP_WAIT_POLICY=PASSIVE. Idle OpenMP threads then sleep instead
+of spinning; with spinning threads, 2 threads ran 3x slower than 1 under load (and no faster when idle).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hilserl.policies.inference import Encoder
+
+
+def cpu_has_bf16() -> bool:
+    """bfloat16 pays only with native support (AVX512-BF16 or AMX); elsewhere it is emulated and slower."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    bf16: bool = field(default_factory=cpu_has_bf16)  # autocast convs and linears to bfloat16
+    # NHWC activations after the first conv: convs 2-4 run ~25% faster, less the two layout copies (after
+    # conv 1 and at the flatten), so +2..13% per update as measured. The first conv stays NCHW: oneDNN's
+    # NHWC bf16 weight-gradient kernel for 9 input channels is ~30x slower than its NCHW one.
+    channels_last: bool = True
+    fused_adam: bool = True  # one fused kernel per optimiser step instead of a loop over parameters
+    # torch.compile the update's forward phases: ~+10% updates/s, after 25-40 s of compiling on 2 cores
+    # (and again for each new batch shape). Worth it for a long learner run, not for tests: opt-in.
+    compile: bool = False
+    threads: int = 0  # intra-op threads; 0 leaves torch's default (one per usable core, right for 2 cores)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> SpeedSettings:
+        """Defaults, overridden by HILSERL_<SETTING> variables (booleans as 0/1, threads as an integer)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            text = environ.get(f"HILSERL_{f.name.upper()}")
+            if text is None:
+                continue
+            if f.name == "threads":
+                if not text.strip().isdigit():
+                    raise ValueError(f"HILSERL_THREADS must be a non-negative integer, got {text!r}")
+                values[f.name] = int(text)
+            elif text.strip() in ("0", "1"):
+                values[f.name] = text.strip() == "1"
+            else:
+                raise ValueError(f"HILSERL_{f.name.upper()} must be 0 or 1, got {text!r}")
+        return cls(**values)
+
+    def apply_threads(self) -> None:
+        if self.threads > 0 and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
+    def autocast(self) -> torch.autocast:
+        """One context per forward phase: leaving it drops autocast's cache of bf16 weight copies, which
+        would otherwise be stale after an optimiser step."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+
+    def adam(self, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
+        return torch.optim.Adam(params, lr=lr, fused=True) if self.fused_adam else torch.optim.Adam(params, lr=lr)
+
+
+def encode(encoder: Encoder, pixels: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """`encoder(pixels)` for uint8 pixels, with the scaling folded into the first (unpadded) conv:
+    conv(x / 255 - 0.5; W, b) = conv(x; W / 255, b - 0.5 * sum(W))."""
+    first, rest = encoder.convnet[0], encoder.convnet[1:]
+    if pixels.dtype != torch.uint8:
+        raise ValueError(f"encode expects uint8 pixels, got {pixels.dtype}; the encoder scales them itself")
+    if first.padding != (0, 0):
+        raise ValueError("folding the input scaling into the first conv needs an unpadded conv")
+    weight = first.weight / 255.0
+    bias = first.bias - 0.5 * first.weight.sum(dim=(1, 2, 3))
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else weight.dtype
+    x = F.conv2d(pixels.to(dtype), weight, bias, first.stride, first.padding, first.dilation, first.groups)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return rest(x).flatten(1)
+
+
+@contextmanager
+def read_only(module: nn.Module) -> Iterator[None]:
+    """Build graphs that do not differentiate `module`'s parameters (the actor loss reads the critic, and
+    needs no gradient for its weights, nor any backward through its trunk)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

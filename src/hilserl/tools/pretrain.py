@@ -1,0 +1,393 @@
+"""`python -m hilserl pretrain`: pretrain a DrQ-v2 policy in the Genesis task.
+
+DrQ-v2 from pixels alone takes far more updates than a CPU gives in an hour, so pretraining starts from a
+scripted expert:
+  1. demos    the expert runs `--expert-demos` episodes; executed actions get Gaussian noise (DART) so the
+              data covers states around the expert's path, while the labels stay the expert's clean actions
+  2. bc       behaviour cloning: encoder + actor head trained end to end on the labels, with DrQ's random
+              shift augmentation
+  3. dagger   `--dagger-rounds` times: the policy drives (the expert takes a step with probability
+              beta^round), the expert labels every visited state, the policy is retrained on everything
+  4. rl       optional `--rl-steps` of DrQ-v2 fine-tuning on the task reward (demos + online data, 50/50);
+              the actor waits `--rl-actor-delay` updates so the fresh critic learns first
+The policy is evaluated (deterministic, fresh seeds) after each stage; the best evaluation is written to
+`--out` as an ordinary DrQ-v2 checkpoint (critic included) that the learner loads directly.
+
+Run directory (`--run-dir`): pretrain/metrics.csv (+ TensorBoard events), last/ and best/ (full precision
+checkpoints), demos.npz (the dataset) and progress.json. `--resume` continues from the last finished stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hilserl.policies import PolicyConfig, build_agent
+from hilserl.policies.augment import random_shift
+
+# Defaults, as the shipped reach checkpoint was trained (see checkpoints/reach/README.md).
+TASK = "reach"
+EXPERT_DEMOS = 100
+DEMO_NOISE = 0.3  # std of the Gaussian noise on executed expert actions
+BC_UPDATES = 3000
+DAGGER_ROUNDS = 5
+DAGGER_EPISODES = 30
+DAGGER_UPDATES = 800  # per round
+DAGGER_BETA = 0.5  # the expert executes a step with probability beta^round
+RL_STEPS = 0
+RL_ACTOR_DELAY = 500
+GAMMA = 0.99
+BATCH_SIZE = 64
+LR = 3e-4
+EVAL_EPISODES = 20
+HIDDEN_DIM = 256
+STDDEV_SCHEDULE = "0.2"  # exploration noise of the pretrained policy, also used by the learner afterwards
+STATE_STD_FLOOR = 0.05  # rad: joints that barely move are not amplified by the state normalisation
+EVAL_SEED_BASE = 900_000_000  # evaluation seeds, far from the training seeds below
+TRAIN_SEED_BASE = 10_000
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m hilserl pretrain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="checkpoint directory to write (the best evaluated policy)")
+    p.add_argument("--run-dir", help="logs, intermediate checkpoints and the dataset (default: runs/pretrain-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last finished stage")
+    p.add_argument("--task", default=TASK, choices=("reach", "push", "lift"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--expert-demos", type=int, default=EXPERT_DEMOS, help="expert episodes before cloning")
+    p.add_argument("--demo-noise", type=float, default=DEMO_NOISE, help="std of the noise on executed expert actions")
+    p.add_argument("--bc-updates", type=int, default=BC_UPDATES, help="cloning updates on the expert demos")
+    p.add_argument("--dagger-rounds", type=int, default=DAGGER_ROUNDS)
+    p.add_argument("--dagger-episodes", type=int, default=DAGGER_EPISODES, help="policy episodes per round")
+    p.add_argument("--dagger-updates", type=int, default=DAGGER_UPDATES, help="cloning updates per round")
+    p.add_argument("--dagger-beta", type=float, default=DAGGER_BETA)
+    p.add_argument("--rl-steps", type=int, default=RL_STEPS, help="DrQ-v2 fine-tuning env steps (1 update each)")
+    p.add_argument("--rl-actor-delay", type=int, default=RL_ACTOR_DELAY)
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    p.add_argument("--lr", type=float, default=LR, help="cloning learning rate (DrQ-v2 keeps its own)")
+    p.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES)
+    p.add_argument("--hidden-dim", type=int, default=HIDDEN_DIM)
+    p.add_argument("--feature-dim", type=int, default=PolicyConfig.feature_dim)
+    p.add_argument("--frame-stack", type=int, default=PolicyConfig.frame_stack)
+    p.add_argument("--image-size", type=int, default=PolicyConfig.image_size)
+    p.add_argument("--num-cameras", type=int, default=1)
+    p.add_argument("--no-state", action="store_true",
+                   help="pixels only (default: the policy also reads joint positions)")
+    p.add_argument("--stddev-schedule", default=STDDEV_SCHEDULE)
+    p.add_argument("--camera-jitter", type=float, default=0.0, help="m of camera pose randomisation while training")
+    p.add_argument("--episode-steps", type=int, default=50)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared; 1 is usually fastest)")
+    p.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bfloat16 autocast on the CPU)")
+    p.add_argument("--fp16", action="store_true", help="store the --out checkpoint in float16 (half the size)")
+    p.add_argument("--no-tensorboard", action="store_true")
+    args = p.parse_args(argv)
+    for name in ("expert_demos", "bc_updates", "dagger_rounds", "dagger_episodes", "dagger_updates", "rl_steps",
+                 "eval_episodes"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0")
+    if args.expert_demos == 0 and (args.bc_updates or args.dagger_rounds):
+        p.error("cloning needs demonstrations: give --expert-demos > 0 (or --bc-updates 0 --dagger-rounds 0)")
+    if args.batch_size < 1 or args.threads < 1:
+        p.error("--batch-size and --threads must be >= 1")
+    return args
+
+
+class Pretrainer:
+    def __init__(self, args: argparse.Namespace, task=None):
+        """`task`: an already built PandaTask to train in (its config must match the flags); default: build one."""
+        from hilserl.metrics import MetricsLogger
+        from hilserl.sim.demo_buffer import DemoBuffer
+        from hilserl.sim.expert import ScriptedExpert
+        from hilserl.sim.task import PandaTask, TaskConfig
+
+        self.args = args
+        self.run_dir = Path(args.run_dir or f"runs/pretrain-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.progress_path = self.run_dir / "progress.json"
+        self.progress = {"stages_done": [], "updates": 0, "env_steps": 0, "episodes": 0, "best": None,
+                         "wall_time_s": 0.0}
+        if args.resume:
+            if not self.progress_path.is_file():
+                raise SystemExit(f"pretrain: --resume needs {self.progress_path}; start without --resume")
+            self.progress = json.loads(self.progress_path.read_text())
+        self.task_config = TaskConfig(task=args.task, image_size=args.image_size, num_cameras=args.num_cameras,
+                                      episode_steps=args.episode_steps, camera_pos_jitter=args.camera_jitter)
+        self.config = PolicyConfig(policy="drqv2", state_dim=0 if args.no_state else 8, hidden_dim=args.hidden_dim,
+                                   feature_dim=args.feature_dim, frame_stack=args.frame_stack,
+                                   image_size=args.image_size, num_cameras=args.num_cameras,
+                                   stddev_schedule=args.stddev_schedule)
+        torch.manual_seed(args.seed)
+        self.rng = np.random.default_rng(args.seed)
+        self.agent = build_agent(self.config)
+        self.bc_opt = torch.optim.Adam(self.agent.inference.parameters(), lr=args.lr)
+        self.buffer = DemoBuffer((3 * args.num_cameras, args.image_size, args.image_size), self.config.state_dim,
+                                 self.config.action_dim, self.config.frame_stack)
+        if args.resume:
+            self.restore()
+        self.metrics = MetricsLogger(self.run_dir, "pretrain", tensorboard=not args.no_tensorboard)
+        if task is None:
+            print(f"pretrain: building the Genesis scene for task {args.task!r} ...", file=sys.stderr)
+            task = PandaTask(self.task_config)
+        elif (task.config.task, task.config.image_size, task.config.num_cameras, task.batched) != (
+                args.task, args.image_size, args.num_cameras, False):
+            raise ValueError(f"the given task ({task.config.task}, {task.config.image_size} px, "
+                             f"{task.config.num_cameras} camera(s), n_envs {task.config.n_envs}) does not match "
+                             f"--task {args.task} --image-size {args.image_size} --num-cameras {args.num_cameras} "
+                             "(single env)")
+        self.task = task
+        self.expert = ScriptedExpert(self.task)
+        self.started = time.monotonic() - self.progress["wall_time_s"]
+
+    # -- stages ------------------------------------------------------------------------------------
+    def stages(self) -> list[str]:
+        a = self.args
+        names = []
+        if a.expert_demos:
+            names += ["demos"]
+        if a.bc_updates:
+            names += ["bc"]
+        names += [f"dagger{r + 1}" for r in range(a.dagger_rounds)]
+        if a.rl_steps:
+            names += ["rl"]
+        return names
+
+    def run(self) -> Path:
+        for stage in self.stages():
+            if stage in self.progress["stages_done"]:
+                continue
+            if stage == "demos":
+                self.collect_demos()
+            elif stage == "bc":
+                self.clone(self.args.bc_updates, stage)
+                self.evaluate(stage)
+            elif stage.startswith("dagger"):
+                rnd = int(stage[len("dagger"):])
+                self.collect_dagger(rnd)
+                self.clone(self.args.dagger_updates, stage)
+                self.evaluate(stage)
+            elif stage == "rl":
+                self.fine_tune()
+                self.evaluate(stage)
+            self.finish_stage(stage)
+        if self.progress["best"] is None:  # nothing was evaluated (e.g. demos only): evaluate what there is
+            self.evaluate("final")
+            self.finish_stage("final")
+        return self.write_output()
+
+    def training_seed(self) -> int:
+        seed = TRAIN_SEED_BASE * (self.args.seed + 1) + self.progress["episodes"]
+        self.progress["episodes"] += 1
+        return seed
+
+    def record_episode(self, episode, kind: str) -> None:
+        self.progress["env_steps"] += episode.length
+        self.metrics.log(self.progress["episodes"], {f"episode/return": episode.episode_return,
+                                                     f"episode/success": float(episode.success),
+                                                     f"{kind}/episode_length": episode.length})
+
+    def collect_demos(self) -> None:
+        from hilserl.sim.rollout import run_episode
+        from tqdm import tqdm
+
+        noise = self.args.demo_noise
+
+        def noisy_expert(obs, pixels, t):
+            return self.expert.act(obs) + self.rng.normal(0.0, noise, self.config.action_dim)
+
+        successes = []
+        for _ in tqdm(range(self.args.expert_demos), desc="expert demos", unit="ep", file=sys.stderr):
+            episode = run_episode(self.task, self.config, self.training_seed(), noisy_expert, labeler=self.expert.act)
+            self.buffer.add(episode)
+            self.record_episode(episode, "demos")
+            successes.append(episode.success)
+        self.set_state_norm()
+        print(f"pretrain: {len(successes)} expert episodes (noise {noise}), success {np.mean(successes):.2f}, "
+              f"{len(self.buffer)} transitions", file=sys.stderr)
+
+    def set_state_norm(self) -> None:
+        """Normalise joint positions with the demo statistics; fixed from here on (it is inference state)."""
+        if self.config.state_dim == 0:
+            return
+        mean, std = self.buffer.state_statistics(STATE_STD_FLOOR)
+        self.progress["state_norm"] = {"frames": self.buffer.n_frames, "mean": mean.tolist(), "std": std.tolist()}
+        norm = self.agent.inference.state_norm
+        norm.mean.copy_(torch.from_numpy(mean))
+        norm.std.copy_(torch.from_numpy(std))
+
+    def collect_dagger(self, rnd: int) -> None:
+        from hilserl.sim.rollout import policy_controller, run_episode
+        from tqdm import tqdm
+
+        beta = self.args.dagger_beta ** rnd
+        policy = self.agent.inference.eval()
+        successes = []
+        for _ in tqdm(range(self.args.dagger_episodes), desc=f"dagger {rnd} (beta {beta:.2f})", unit="ep",
+                      file=sys.stderr):
+            learner = policy_controller(policy, deterministic=False, step=self.progress["updates"])
+
+            def mixed(obs, pixels, t):
+                return self.expert.act(obs) if self.rng.random() < beta else learner(obs, pixels, t)
+
+            episode = run_episode(self.task, self.config, self.training_seed(), mixed, labeler=self.expert.act)
+            self.buffer.add(episode)
+            self.record_episode(episode, "dagger")
+            successes.append(episode.success)
+        policy.train()
+        print(f"pretrain: dagger round {rnd}: success while collecting {np.mean(successes):.2f}, "
+              f"{len(self.buffer)} transitions", file=sys.stderr)
+
+    def clone(self, updates: int, stage: str) -> None:
+        """Behaviour cloning: MSE between the policy's deterministic action and the expert's label."""
+        from tqdm import tqdm
+
+        policy = self.agent.inference.train()
+        bf16 = not self.args.no_bf16
+        bar = tqdm(range(updates), desc=f"{stage}: cloning", unit="upd", file=sys.stderr)
+        for i in bar:
+            pixels, state, labels = self.buffer.bc_batch(self.args.batch_size, self.rng)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                pixels = random_shift(pixels.float(), self.agent.hyper.augment_pad)
+                action = policy(pixels, state)
+            loss = F.mse_loss(action.float(), labels)
+            self.bc_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.bc_opt.step()
+            self.progress["updates"] += 1
+            if i % 50 == 0 or i == updates - 1:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                self.metrics.log(self.progress["updates"], {"train/bc_loss": loss.item()})
+
+    def fine_tune(self) -> None:
+        """DrQ-v2 on the task reward: one update per environment step, half of each batch from the demos."""
+        from hilserl.sim.demo_buffer import DemoBuffer
+        from hilserl.sim.rollout import policy_controller, run_episode
+        from tqdm import tqdm
+
+        online = DemoBuffer(self.buffer.frame_shape, self.config.state_dim, self.config.action_dim,
+                            self.config.frame_stack)
+        agent, half = self.agent, self.args.batch_size // 2
+        actor_lr = [g["lr"] for g in agent.actor_opt.param_groups]
+        bar = tqdm(total=self.args.rl_steps, desc="rl: DrQ-v2", unit="step", file=sys.stderr)
+        rl_updates, done = 0, 0
+        while done < self.args.rl_steps:
+            controller = policy_controller(agent.inference, deterministic=False, step=self.progress["updates"])
+            episode = run_episode(self.task, self.config, self.training_seed(), controller)
+            online.add(episode)
+            self.record_episode(episode, "rl")
+            for _ in range(episode.length):
+                # The critic starts untrained; the actor holds still (lr 0) until it has learnt something.
+                hold = rl_updates < self.args.rl_actor_delay
+                for g, lr in zip(agent.actor_opt.param_groups, actor_lr):
+                    g["lr"] = 0.0 if hold else lr
+                demo = self.buffer.rl_batch(half, self.rng, GAMMA) if len(self.buffer) else None
+                own = online.rl_batch(self.args.batch_size - (half if demo else 0), self.rng, GAMMA)
+                batch = concat_batches(demo, own) if demo else own
+                info = agent.update(batch, self.progress["updates"])
+                rl_updates += 1
+                self.progress["updates"] += 1
+                if rl_updates % 50 == 0:
+                    self.metrics.log(self.progress["updates"], {f"train/{k}": v for k, v in info.items()})
+                    bar.set_postfix(critic=f"{info['critic_loss']:.3f}", q=f"{info['q']:.2f}")
+            done += episode.length
+            bar.update(episode.length)
+        bar.close()
+
+    def evaluate(self, stage: str) -> dict:
+        from hilserl.sim.rollout import policy_controller, run_episode
+
+        policy = self.agent.inference.eval()
+        controller = policy_controller(policy, deterministic=True)
+        episodes = [run_episode(self.task, self.config, EVAL_SEED_BASE + k, controller)
+                    for k in range(self.args.eval_episodes)]
+        policy.train()
+        result = {"stage": stage, "success_rate": float(np.mean([e.success for e in episodes])) if episodes else 0.0,
+                  "mean_return": float(np.mean([e.episode_return for e in episodes])) if episodes else 0.0,
+                  "mean_length": float(np.mean([e.length for e in episodes])) if episodes else 0.0,
+                  "updates": self.progress["updates"], "env_steps": self.progress["env_steps"],
+                  "wall_time_s": round(time.monotonic() - self.started, 1)}
+        self.metrics.log(self.progress["updates"], {"eval/success_rate": result["success_rate"],
+                                                    "eval/mean_return": result["mean_return"]})
+        print(f"pretrain: eval after {stage}: {json.dumps(result)}", file=sys.stderr)
+        best = self.progress["best"]
+        # Success rate alone (dense returns favour slow policies); a tie goes to the later stage, trained on more
+        # of the policy's own states.
+        if best is None or result["success_rate"] >= best["success_rate"]:
+            self.progress["best"] = result
+            self.save(self.run_dir / "best")
+        return result
+
+    # -- checkpoints and resuming ---------------------------------------------------------------
+    def save(self, path: Path, storage_dtype: torch.dtype | None = None, step: int | None = None) -> None:
+        from hilserl.weights.checkpoint import save_checkpoint
+
+        step = self.progress["updates"] if step is None else step
+        save_checkpoint(self.agent, self.config, path, step=step, storage_dtype=storage_dtype,
+                        extra={"pretrain": self.summary()})
+
+    def summary(self) -> dict:
+        return {"task": dataclasses.asdict(self.task.config), "progress": self.progress,
+                "args": {k: v for k, v in vars(self.args).items() if k not in ("out", "run_dir", "resume")},
+                "transitions": len(self.buffer), "expert_episodes": self.args.expert_demos}
+
+    def finish_stage(self, stage: str) -> None:
+        self.progress["stages_done"].append(stage)
+        self.progress["wall_time_s"] = round(time.monotonic() - self.started, 1)
+        self.save(self.run_dir / "last")
+        self.buffer.save(self.run_dir / "demos.npz")
+        tmp = self.progress_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.progress, indent=2) + "\n")
+        tmp.replace(self.progress_path)
+
+    def restore(self) -> None:
+        from hilserl.weights.checkpoint import load_agent_weights, read_config_file
+
+        last = self.run_dir / "last"
+        saved, _ = read_config_file(last)
+        if saved.fingerprint() != self.config.fingerprint():
+            raise SystemExit(f"pretrain: {last} was trained with another policy config; resume with the same flags")
+        load_agent_weights(self.agent, last)
+        if (self.run_dir / "demos.npz").is_file():
+            self.buffer.load(self.run_dir / "demos.npz")
+        print(f"pretrain: resumed {self.run_dir} after stages {self.progress['stages_done']}", file=sys.stderr)
+
+    def write_output(self) -> Path:
+        """The best evaluated policy goes to --out, in the requested storage precision."""
+        from hilserl.weights.checkpoint import load_agent_weights
+
+        load_agent_weights(self.agent, self.run_dir / "best")
+        out = Path(self.args.out)
+        if out.exists() and not (out / "config.json").is_file():
+            raise SystemExit(f"pretrain: {out} exists and is not a checkpoint directory; pick another --out")
+        self.progress["wall_time_s"] = round(time.monotonic() - self.started, 1)
+        # `step` is the update count of the weights written, not of the whole run.
+        self.save(out, torch.float16 if self.args.fp16 else None, step=self.progress["best"]["updates"])
+        return out
+
+
+def concat_batches(a, b):
+    from hilserl.policies.batch import Batch
+
+    cat = lambda x, y: None if x is None else torch.cat([x, y])  # noqa: E731
+    return Batch(**{f.name: cat(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(Batch)})
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    trainer = Pretrainer(args)
+    out = trainer.run()
+    best = trainer.progress["best"]
+    trainer.metrics.close()
+    print(json.dumps({"checkpoint": str(out), "run_dir": str(trainer.run_dir), "config_fingerprint":
+                      trainer.config.fingerprint(), "best_eval": best, "updates": trainer.progress["updates"],
+                      "env_steps": trainer.progress["env_steps"], "wall_time_s": trainer.progress["wall_time_s"]}))
+    return 0

@@ -1,0 +1,251 @@
+"""The learner's fast DrQ-v2 / SAC updates: exact augmentation, losses against the plain reference update in
+bench/learner_update.py, learning on a tiny task, and which weights each loss may touch."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hilserl.policies import PolicyConfig, build_agent
+from hilserl.policies.augment import random_shift, sample_shifts, shift_images
+from hilserl.policies.batch import Batch
+from hilserl.policies.drqv2 import DrQV2Agent, DrQV2Hyper
+from hilserl.policies.sac import SACAgent, SACHyper
+from hilserl.policies.speed import SpeedSettings, encode
+
+REPO = Path(__file__).resolve().parents[1]
+FP32 = SpeedSettings(bf16=False, compile=False)
+BF16 = SpeedSettings(bf16=True, compile=False)
+BF16_RTOL = 2e-2  # the tolerance bench/learner_update.py states for the first update
+FP32_RTOL = 1e-4
+
+
+def load_bench():
+    """The plain reference update lives in the bench, so the test and the bench judge against one thing."""
+    name = "learner_update_bench"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "learner_update.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def small_config(policy: str = "drqv2", **kw) -> PolicyConfig:
+    return PolicyConfig(policy=policy, image_size=kw.pop("image_size", 24), hidden_dim=kw.pop("hidden_dim", 64),
+                        encoder_channels=kw.pop("encoder_channels", 8), **kw)
+
+
+def with_state(batch: Batch, state_dim: int, seed: int = 1) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    batch.state = torch.randn(len(batch), state_dim, generator=g)
+    batch.next_state = torch.randn(len(batch), state_dim, generator=g)
+    return batch
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-8)
+
+
+# --- augmentation ------------------------------------------------------------------------------------
+
+def reference_shift(pixels: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
+    """Replicate-pad, then slice each image at its (x, y) offset."""
+    h, w = pixels.shape[-2:]
+    padded = F.pad(pixels.float(), (pad,) * 4, mode="replicate").to(pixels.dtype)
+    return torch.stack([padded[i, :, y:y + h, x:x + w] for i, (x, y) in enumerate(shifts.tolist())])
+
+
+def test_shift_images_equals_pad_and_slice_for_every_offset():
+    pad = 4
+    pixels = torch.randint(0, 256, (8, 9, 20, 20), dtype=torch.uint8)
+    # every offset in the window appears, corners included
+    offsets = torch.cartesian_prod(torch.arange(2 * pad + 1), torch.arange(2 * pad + 1))
+    for chunk in offsets.split(8):
+        got = shift_images(pixels[: len(chunk)], chunk, pad)
+        assert got.dtype == torch.uint8 and got.shape == pixels[: len(chunk)].shape
+        assert torch.equal(got, reference_shift(pixels[: len(chunk)], chunk, pad))
+    centre = torch.full((8, 2), pad)
+    assert torch.equal(shift_images(pixels, centre, pad), pixels)
+    # a shift of +1 in x reads the column to the right
+    one = torch.tensor([[pad + 1, pad]] * 8)
+    assert torch.equal(shift_images(pixels, one, pad)[..., :-1], pixels[..., 1:])
+
+
+def test_shift_images_rejects_bad_shifts():
+    pixels = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"\[0, 8\]"):
+        shift_images(pixels, torch.tensor([[0, 9], [0, 0]]), 4)
+    with pytest.raises(ValueError, match=r"\[2, 2\]"):
+        shift_images(pixels, torch.zeros(3, 2, dtype=torch.long), 4)
+
+
+def test_integer_shift_equals_drq_grid_sample_shift():
+    """Same seed, same offsets: DrQ's bilinear resampling lands on pixel centres, so both agree."""
+    bench = load_bench()
+    pixels = torch.randint(0, 256, (8, 9, 24, 24), dtype=torch.uint8)
+    torch.manual_seed(3)
+    ref = bench.RandomShiftsAug(4)(pixels.float())
+    torch.manual_seed(3)
+    got = random_shift(pixels.float(), 4)
+    torch.manual_seed(3)
+    shifts = sample_shifts(8, 4)
+    assert len(set(map(tuple, shifts.tolist()))) > 1  # the batch really is shifted differently per image
+    assert torch.allclose(got, ref, atol=1e-3), (got - ref).abs().max()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_encode_folds_scaling_into_first_conv(channels_last):
+    torch.manual_seed(0)
+    agent = DrQV2Agent(small_config(), speed=FP32)
+    pixels = torch.randint(0, 256, (4, 9, 24, 24), dtype=torch.uint8)
+    with torch.no_grad():
+        ref = agent.inference.encoder(pixels)
+        got = encode(agent.inference.encoder, pixels, channels_last)
+    assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        encode(agent.inference.encoder, pixels.float())
+
+
+# --- losses against the plain reference --------------------------------------------------------------
+
+@pytest.mark.parametrize("speed,rtol", [(FP32, FP32_RTOL), (BF16, BF16_RTOL)], ids=["fp32", "bf16"])
+def test_fast_update_losses_match_plain_reference(speed, rtol):
+    bench = load_bench()
+    config = small_config(image_size=32)
+    batch = bench.synthetic_batch(config, 8)
+    plain, agent = bench.pair(config, speed)
+    for step in range(3):
+        torch.manual_seed(10 + step)
+        ref = plain.update(batch, step)
+        torch.manual_seed(10 + step)
+        got = agent.update(batch, step)
+        for key in ("critic_loss", "actor_loss"):
+            # the first update starts from identical weights; allow later ones the rounding they inherit
+            bound = rtol if step == 0 else 5 * rtol
+            assert rel(got[key], ref[key]) <= bound, (step, key, got[key], ref[key])
+    # the master weights stay float32 whatever the compute precision
+    assert all(t.dtype == torch.float32 for t in agent.inference.state_dict().values())
+
+
+# --- learning on a tiny task -------------------------------------------------------------------------
+
+def fixed_task(config: PolicyConfig, n: int = 16) -> Batch:
+    """Terminal transitions (discount 0), so the Q target is the reward itself: a regression to a known target."""
+    g = torch.Generator().manual_seed(7)
+    pixels = torch.randint(0, 256, (n, config.image_channels, config.image_size, config.image_size),
+                           dtype=torch.uint8, generator=g)
+    return Batch(pixels=pixels, next_pixels=pixels.clone(),
+                 action=torch.rand(n, config.action_dim, generator=g) * 2 - 1,
+                 reward=torch.rand(n, 1, generator=g) + 0.5, discount=torch.zeros(n, 1))
+
+
+@pytest.mark.parametrize("policy", ["drqv2", "sac"])
+def test_updates_fit_the_known_q_target(policy):
+    torch.manual_seed(0)
+    config = small_config(policy)
+    hyper = DrQV2Hyper(lr=1e-3) if policy == "drqv2" else SACHyper(lr=1e-3)
+    agent = (DrQV2Agent if policy == "drqv2" else SACAgent)(config, hyper, speed=BF16)
+    batch = fixed_task(config)
+    first = agent.update(batch, 0)
+    for step in range(1, 40):
+        last = agent.update(batch, step)
+    with torch.no_grad():
+        q1, _ = agent.critic(agent.inference.encoder(batch.pixels), None, batch.action)
+    error = (q1 - batch.reward).abs().mean().item()
+    assert last["critic_loss"] < 0.2 * first["critic_loss"], (first, last)
+    assert error < 0.5 * (batch.reward - first["q"]).abs().mean().item(), error
+
+
+# --- what each loss may touch ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy", ["drqv2", "sac"])
+@pytest.mark.parametrize("state_dim", [0, 7])
+def test_inference_state_is_encoder_actor_and_state_norm_only(policy, state_dim):
+    agent = build_agent(small_config(policy, state_dim=state_dim))
+    names = set(agent.inference.state_dict())
+    expected = {f"encoder.{k}" for k in agent.inference.encoder.state_dict()}
+    expected |= {f"actor.{k}" for k in agent.inference.actor.state_dict()}
+    if state_dim:
+        expected |= {"state_norm.mean", "state_norm.std"}
+    assert names == expected
+    modules = {"encoder", "actor", "state_norm"} if state_dim else {"encoder", "actor"}
+    assert {name.split(".")[0] for name in names} == modules
+    assert not any("critic" in name or ".q1." in name or ".q2." in name for name in names)
+
+
+def count_gradients(module: torch.nn.Module, counts: dict[str, int]) -> None:
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            p.register_hook(lambda grad, name=name: counts.__setitem__(name, counts.get(name, 0) + 1))
+
+
+def test_drqv2_encoder_learns_from_critic_loss_only():
+    bench = load_bench()
+    config = small_config()
+    torch.manual_seed(0)
+    agent = DrQV2Agent(config, speed=BF16)
+    encoder, critic = {}, {}
+    count_gradients(agent.inference.encoder, encoder)
+    count_gradients(agent.critic, critic)
+    at_critic_step = {}
+    critic_step = agent.critic_opt.step
+
+    def step_and_record(*args, **kwargs):
+        at_critic_step.update(encoder=dict(encoder), critic=dict(critic))
+        return critic_step(*args, **kwargs)
+
+    agent.critic_opt.step = step_and_record
+    before = {k: v.clone() for k, v in agent.inference.encoder.state_dict().items()}
+    agent.update(bench.synthetic_batch(config, 8), 0)
+    n_encoder = len(list(agent.inference.encoder.parameters()))
+    # the critic loss reached every encoder and critic weight once ...
+    assert len(at_critic_step["encoder"]) == n_encoder and set(at_critic_step["encoder"].values()) == {1}
+    assert set(at_critic_step["critic"].values()) == {1}
+    # ... and the actor loss, computed afterwards, reached neither
+    assert encoder == at_critic_step["encoder"] and critic == at_critic_step["critic"]
+    assert all(p.grad is not None for p in agent.inference.actor.parameters())
+    assert any(not torch.equal(before[k], v) for k, v in agent.inference.encoder.state_dict().items())
+
+
+def test_sac_frozen_encoder_stays_unchanged():
+    bench = load_bench()
+    config = small_config("sac", freeze_encoder=True, state_dim=7)
+    torch.manual_seed(0)
+    agent = SACAgent(config, speed=BF16)
+    batch = with_state(bench.synthetic_batch(config, 8), 7)
+    encoder = {k: v.clone() for k, v in agent.inference.encoder.state_dict().items()}
+    actor = {k: v.clone() for k, v in agent.inference.actor.state_dict().items()}
+    critic = {k: v.clone() for k, v in agent.critic.state_dict().items()}
+    for step in range(3):
+        info = agent.update(batch, step)
+    assert all(torch.isfinite(torch.tensor(v)) for v in info.values())
+    assert all(torch.equal(encoder[k], v) for k, v in agent.inference.encoder.state_dict().items())
+    assert any(not torch.equal(actor[k], v) for k, v in agent.inference.actor.state_dict().items())
+    assert any(not torch.equal(critic[k], v) for k, v in agent.critic.state_dict().items())
+
+
+def test_state_is_required_when_the_policy_reads_it():
+    bench = load_bench()
+    config = small_config(state_dim=7)
+    agent = DrQV2Agent(config, speed=FP32)
+    with pytest.raises(ValueError, match="7 state values"):
+        agent.update(bench.synthetic_batch(config, 4), 0)
+    with pytest.raises(ValueError, match="uint8"):
+        batch = with_state(bench.synthetic_batch(config, 4), 7)
+        batch.pixels = batch.pixels.float()
+        agent.update(batch, 0)
+
+
+def test_speed_settings_from_env():
+    assert SpeedSettings.from_env({"HILSERL_BF16": "0", "HILSERL_THREADS": "1"}) == SpeedSettings(bf16=False, threads=1)
+    assert SpeedSettings.from_env({}).compile is False
+    with pytest.raises(ValueError, match="HILSERL_COMPILE must be 0 or 1"):
+        SpeedSettings.from_env({"HILSERL_COMPILE": "yes"})
+    with pytest.raises(ValueError, match="HILSERL_THREADS"):
+        SpeedSettings.from_env({"HILSERL_THREADS": "-2"})

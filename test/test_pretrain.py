@@ -1,0 +1,160 @@
+"""Pretraining and `infer --sim`: a tiny real run in Genesis writes a checkpoint the learner and actor accept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hilserl.metrics import read_metrics
+from hilserl.policies import PolicyConfig, build_agent
+from hilserl.policies.observation import FrameStacker
+from hilserl.sim.demo_buffer import DemoBuffer
+from hilserl.sim.rollout import Episode
+from hilserl.tools import infer_sim, pretrain
+from hilserl.weights.checkpoint import load_agent_weights, load_inference_policy, read_config_file
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "checkpoints" / "reach"
+TINY = ["--expert-demos", "2", "--bc-updates", "3", "--dagger-rounds", "1", "--dagger-episodes", "1",
+        "--dagger-updates", "2", "--rl-steps", "1", "--rl-actor-delay", "1", "--eval-episodes", "1",
+        "--batch-size", "4", "--hidden-dim", "32", "--no-tensorboard", "--fp16"]
+
+
+def test_demo_buffer_rebuilds_the_stacks_frame_stacker_builds():
+    config = PolicyConfig(frame_stack=3, image_size=16, state_dim=8)
+    rng = np.random.default_rng(0)
+    buffer = DemoBuffer((3, 16, 16), 8, 8, 3)
+    expected = []
+    for length in (4, 2):  # two episodes: stacks must not reach across the episode boundary
+        stacker, episode = FrameStacker(config), Episode(seed=length)
+        for t in range(length + 1):
+            frame = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            stacked = stacker.push([frame])
+            episode.frames.append(stacked[-3:])
+            episode.states.append(np.full(8, t, dtype=np.float32))
+            expected.append(stacked)
+            if t < length:
+                episode.actions.append(np.full(8, t / 10, dtype=np.float32))
+                episode.rewards.append(float(t))
+        episode.terminated = length == 2
+        buffer.add(episode)
+    assert len(buffer) == 6 and buffer.n_frames == 8
+    # transition i's observation is frame_idx[i]; compare with what the stacker produced at that frame
+    for i in range(len(buffer)):
+        f = buffer.frame_idx[i]
+        got = buffer.stacked(np.array([f]), buffer.start_idx[[i]])[0]
+        np.testing.assert_array_equal(got, expected[f])
+        nxt = buffer.stacked(np.array([f + 1]), buffer.start_idx[[i]])[0]
+        np.testing.assert_array_equal(nxt, expected[f + 1])
+    batch = buffer.rl_batch(32, rng, gamma=0.9)
+    assert batch.pixels.shape == (32, 9, 16, 16) and batch.state.shape == (32, 8)
+    terminal = batch.discount[:, 0] == 0
+    assert terminal.any() and (~terminal).any()  # only the last step of the terminated episode
+    np.testing.assert_allclose(batch.discount[~terminal], 0.9)
+    np.testing.assert_allclose(batch.next_state[:, 0] - batch.state[:, 0], 1.0)
+
+
+def test_bad_flags_are_refused_with_a_reason(capsys):
+    with pytest.raises(SystemExit):
+        pretrain.parse_args(["--out", "x", "--expert-demos", "0"])
+    assert "--expert-demos > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        infer_sim.parse_args(["--checkpoint", "x", "--video", "out.avi"])
+    assert ".gif or .mp4" in capsys.readouterr().err
+
+
+def test_infer_sim_reports_a_missing_checkpoint(tmp_path, capsys):
+    assert infer_sim.main(["--checkpoint", str(tmp_path / "nothing")]) == 1
+    assert "no policy config" in capsys.readouterr().err
+
+
+pytest.importorskip("genesis")
+
+
+@pytest.fixture(scope="module")
+def task():
+    from hilserl.sim.task import PandaTask, TaskConfig
+
+    return PandaTask(TaskConfig(task="reach"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(task, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    args = pretrain.parse_args(["--out", str(root / "ckpt"), "--run-dir", str(root / "run"), *TINY])
+    trainer = pretrain.Pretrainer(args, task=task)
+    out = trainer.run()
+    trainer.metrics.close()
+    return root, out, trainer
+
+
+def test_tiny_pretrain_writes_a_checkpoint_learner_and_actor_accept(tiny_run):
+    root, out, trainer = tiny_run
+    config, doc = read_config_file(out)
+    assert config.policy == "drqv2" and config.state_dim == 8 and config.hidden_dim == 32
+    assert doc["storage_dtype"] == "float16"
+    policy = load_inference_policy(out)  # strict: every inference tensor present, nothing extra
+    agent = build_agent(config)
+    assert load_agent_weights(agent, out) == []  # critic and target included: no fresh initialisation
+    # the state normalisation comes from the demonstrations, not the identity it is built with
+    demo_frames = trainer.progress["state_norm"]["frames"]
+    assert 0 < demo_frames < trainer.buffer.n_frames  # the expert demos, before the dagger data
+    mean, std = trainer.buffer.state_statistics(pretrain.STATE_STD_FLOOR, frames=demo_frames)
+    np.testing.assert_allclose(policy.state_norm.mean.numpy(), mean, rtol=2e-3, atol=1e-4)  # float16 storage
+    np.testing.assert_allclose(policy.state_norm.std.numpy(), std, rtol=1e-3)
+    assert not torch.equal(policy.state_norm.std, torch.ones(8))
+    progress = json.loads((root / "run" / "progress.json").read_text())
+    assert progress["stages_done"] == ["demos", "bc", "dagger1", "rl"]
+    metrics = read_metrics(root / "run" / "pretrain" / "metrics.csv")
+    assert {"train/bc_loss", "eval/success_rate", "train/critic_loss", "episode/success"} <= set(metrics)
+    assert len(metrics["eval/success_rate"]) == 3  # after bc, dagger1 and rl
+    rl_steps = int(metrics["rl/episode_length"][0][2])
+    assert progress["updates"] == 3 + 2 + rl_steps  # bc + dagger + one DrQ-v2 update per rl env step
+    best = doc["pretrain"]["progress"]["best"]
+    assert best["stage"] in progress["stages_done"] and doc["step"] == best["updates"]
+
+
+def test_resume_runs_only_the_stages_not_done(tiny_run, task):
+    root, _, first = tiny_run
+    before = json.loads((root / "run" / "progress.json").read_text())
+    args = pretrain.parse_args(["--out", str(root / "ckpt2"), "--run-dir", str(root / "run"), "--resume",
+                                *TINY[:5], "2", *TINY[6:]])  # --dagger-rounds 2
+    trainer = pretrain.Pretrainer(args, task=task)
+    assert len(trainer.buffer) == len(first.buffer)  # the dataset came back from disk
+    trainer.run()
+    trainer.metrics.close()
+    after = json.loads((root / "run" / "progress.json").read_text())
+    assert after["stages_done"] == before["stages_done"] + ["dagger2"]
+    assert after["updates"] == before["updates"] + 2  # only dagger2's cloning updates
+    assert len(trainer.buffer) > len(first.buffer)
+
+
+def test_run_checkpoint_in_sim_writes_a_gif(tiny_run, task, tmp_path):
+    _, out, _ = tiny_run
+    policy = load_inference_policy(out).eval()
+    lines = []
+    video = tmp_path / "episode.gif"
+    summary = infer_sim.run_checkpoint(policy, task, episodes=1, seed=4, deterministic=True, video=str(video),
+                                       log=lines.append)
+    assert summary["episodes"] == 1 and summary["seeds"] == [4, 4] and 0.0 <= summary["success_rate"] <= 1.0
+    assert len(lines) == 1 and lines[0].startswith("episode 0 (seed 4): success=")
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(video)
+    steps = int(lines[0].rsplit("steps=", 1)[1])
+    assert len(frames) == steps + 1 and frames[0].shape[:2] == (84 * infer_sim.VIDEO_SCALE,) * 2
+
+
+@pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint in the tree")
+def test_shipped_reach_checkpoint_reaches(task):
+    config, doc = read_config_file(SHIPPED)
+    assert doc["storage_dtype"] == "float16" and (SHIPPED / "model.safetensors").stat().st_size < 15e6
+    build = build_agent(config)
+    assert load_agent_weights(build, SHIPPED) == []  # the learner loads it whole
+    policy = load_inference_policy(SHIPPED).eval()
+    summary = infer_sim.run_checkpoint(policy, task, episodes=4, seed=777, deterministic=True, log=lambda _: None)
+    assert summary["success_rate"] >= 0.75, summary
