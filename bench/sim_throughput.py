@@ -88,7 +88,64 @@ MEASUREMENTS: dict[str, Callable[..., Row]] = {
     "physics": lambda task, args: measure_physics(task, args.steps),
     "direct": lambda task, args: measure_direct(task, args.steps),
     "batched": lambda task, args: measure_batched(args.n_envs, max(args.steps // args.n_envs, 20), task.config),
+    "ros": measure_ros,
 }
+TARGET_ROS_VS_DIRECT = 0.8
+
+
+def measure_ros(task, args) -> Row:
+    """The sim node in lock-step, in its own process, answered over Fast DDS by a zero-compute commander here:
+    every observation it publishes is answered with a hold-pose command. Env steps/s of the whole loop."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "src"))
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from hilserl.nodes.dds import configure_transport
+
+    configure_transport()
+    domain = 30 + os.getpid() % 60
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    sim = subprocess.Popen([sys.executable, "-m", "hilserl", "sim", "--ros-args", "-p", "lockstep:=true",
+                            "-p", f"image_size:={args.image_size}", "-p", f"num_cameras:={args.num_cameras}"],
+                           env=env, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    node = rclpy.create_node("bench_commander", context=context)
+    qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
+    command = node.create_publisher(Float64MultiArray, "/forward_position_controller/commands", qos)
+    answered: list[float] = []
+
+    def answer(msg: JointState) -> None:
+        answered.append(time.perf_counter())
+        command.publish(Float64MultiArray(data=list(msg.position)))
+
+    node.create_subscription(JointState, "/joint_states", answer, qos)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        deadline = time.monotonic() + 300
+        while len(answered) < WARMUP_STEPS + args.steps and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        if len(answered) < WARMUP_STEPS + args.steps:
+            raise SystemExit(f"ros: only {len(answered)} lock-step answers in 300 s; is the sim node starting?")
+        timed = answered[WARMUP_STEPS:WARMUP_STEPS + args.steps]
+        rate = (len(timed) - 1) / (timed[-1] - timed[0])
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        sim.terminate()
+        sim.wait(20)
+    return Row("ros", rate, 1, args.steps, "sim node lock-step + Fast DDS round trip (separate processes)")
 
 
 def print_table(rows: list[Row], baseline: Row | None) -> None:
@@ -105,6 +162,11 @@ def print_table(rows: list[Row], baseline: Row | None) -> None:
     batched = next((r for r in rows if r.name == "batched"), None)
     if direct and batched:
         print(f"batched ({batched.n_envs} envs): {batched.env_steps_per_s / direct.env_steps_per_s:.2f}x single env")
+    ros = next((r for r in rows if r.name == "ros"), None)
+    if direct and ros:
+        ratio = ros.env_steps_per_s / direct.env_steps_per_s
+        print(f"ROS lock-step loop: {ratio:.2f}x the direct loop (target >= {TARGET_ROS_VS_DIRECT}: "
+              f"{'meets' if ratio >= TARGET_ROS_VS_DIRECT else 'MISSES'} it)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,9 @@ Topics
   ~/weights_loaded (pub) std_msgs/String JSON, latched: version, run and the digest computed from the
                          actor's own modules after loading
   ~/status (pub)         std_msgs/String JSON, latched: WAITING / RUNNING / HOLDING and why
+  episode_topic (sub)    std_msgs/String JSON per step from the sim (reward, success, episode flags)
+  teleop_topic (sub)     sensor_msgs/Joy: while the dead-man button is held the person's axes replace the
+                         policy's action (flagged as an intervention); label buttons end an episode
 """
 
 from __future__ import annotations

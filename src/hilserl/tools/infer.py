@@ -41,6 +41,9 @@ def image_action(checkpoint: str, image_path: str, joint_positions: np.ndarray |
 
 
 def main(argv: list[str]) -> int:
+    if "--sim" in argv and ("-h" in argv or "--help" in argv):
+        from hilserl.tools import infer_sim
+        return infer_sim.main(["--help"])
     parser = argparse.ArgumentParser(prog="python -m hilserl infer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + model.safetensors)")

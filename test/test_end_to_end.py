@@ -1,0 +1,75 @@
+"""The central scenario end to end: sim + learner (shipped checkpoint) + a late actor, lock-step.
+
+The pretrained behaviour must appear through the ROS loop from the first episode: the success rate
+over the same seeds matches `infer --sim` (the checkpoint run directly in Genesis), and a freshly
+initialised checkpoint does clearly worse through the same loop.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rosutil import REPO, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
+
+SHIPPED = REPO / "checkpoints" / "reach"
+EPISODES = 4
+SEED = 7000
+STARTUP = 240.0  # Genesis compiles its kernels on a machine's first scene build (~75 s)
+
+
+def ros_loop_success(tmp_path, checkpoint: str) -> tuple[float, list]:
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    domain = unique_domain_id()
+    env = ros_env(domain)
+    probe = Probe(domain)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    sim_status = probe.subscribe(String, "/sim/status", latched)
+    learner_status = probe.subscribe(String, "/learner/status", latched)
+    procs = []
+    try:
+        procs.append(NodeProcess("sim", {"lockstep": True, "seed": SEED, "max_episodes": EPISODES}, env, tmp_path))
+        procs.append(NodeProcess("learner", {"checkpoint": checkpoint}, env, tmp_path))
+        wait_for(lambda: learner_status, STARTUP, "learner weights v1", procs)
+        # The actor joins after the learner has published: it gets the weights from the latched topic.
+        procs.append(NodeProcess("actor", {"lockstep": True, "deterministic": True, "reset_service": "sim/reset"},
+                                 env, tmp_path))
+        last = wait_for(lambda: sim_status and (s := json.loads(sim_status[-1][1].data))["episodes_done"] >= EPISODES
+                        and s, STARTUP + 60 * EPISODES, f"{EPISODES} episodes through the ROS loop", procs)
+        return last["success_rate"], procs[0].log().count("command refused")
+    finally:
+        for p in procs:
+            p.stop()
+        probe.close()
+
+
+def direct_success(checkpoint: str) -> float:
+    out = subprocess.run([sys.executable, "-m", "hilserl", "infer", "--checkpoint", checkpoint, "--sim",
+                          "--episodes", str(EPISODES), "--seed", str(SEED), "--deterministic"],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])["success_rate"]
+
+
+@pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint in this tree")
+def test_shipped_checkpoint_succeeds_through_ros_like_direct_run(tmp_path):
+    direct = direct_success(str(SHIPPED))
+    through_ros, refused = ros_loop_success(tmp_path, str(SHIPPED))
+    print(f"shipped checkpoint, {EPISODES} episodes from seed {SEED}: direct {direct:.0%}, through ROS {through_ros:.0%}")
+    assert direct >= 0.75, f"the shipped checkpoint itself succeeds only {direct:.0%} in Genesis"
+    assert abs(through_ros - direct) <= 0.25, f"ROS loop {through_ros:.0%} vs direct {direct:.0%}"
+    assert refused == 0
+
+
+def test_fresh_checkpoint_does_clearly_worse_through_ros(tmp_path):
+    fresh = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "hilserl", "init-checkpoint", "--policy", "drqv2", "--seed", "5",
+                    "--out", str(fresh)], check=True, cwd=REPO, capture_output=True)
+    through_ros, _ = ros_loop_success(tmp_path, str(fresh))
+    print(f"fresh checkpoint through ROS: {through_ros:.0%}")
+    assert through_ros <= 0.25, f"an untrained policy succeeded {through_ros:.0%} of episodes"
