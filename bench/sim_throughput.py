@@ -88,7 +88,6 @@ MEASUREMENTS: dict[str, Callable[..., Row]] = {
     "physics": lambda task, args: measure_physics(task, args.steps),
     "direct": lambda task, args: measure_direct(task, args.steps),
     "batched": lambda task, args: measure_batched(args.n_envs, max(args.steps // args.n_envs, 20), task.config),
-    "ros": measure_ros,
 }
 TARGET_ROS_VS_DIRECT = 0.8
 
@@ -146,6 +145,9 @@ def measure_ros(task, args) -> Row:
         sim.terminate()
         sim.wait(20)
     return Row("ros", rate, 1, args.steps, "sim node lock-step + Fast DDS round trip (separate processes)")
+
+
+MEASUREMENTS["ros"] = measure_ros
 
 
 def print_table(rows: list[Row], baseline: Row | None) -> None:
