@@ -128,7 +128,7 @@ def graph(tmp_path, camera_image):
 
 def test_late_actor_first_command_matches_infer_and_encoder_arrives(graph, checkpoints, camera_image):
     rig, ckpt = graph.rig, checkpoints["a"]
-    learner = graph("learner", {"checkpoint": ckpt["path"]})
+    learner = graph("learner", {"checkpoint": ckpt["path"], "training": False})
     status = wait_for(lambda: rig.learner_status and json.loads(rig.learner_status[-1][1].data), STARTUP,
                       "learner to publish weights v1", graph.procs)
     assert status["weights_version"] == 1 and status["digest"] == ckpt["inference_digest"]
@@ -163,7 +163,7 @@ def test_early_actor_waits_then_takes_new_versions(graph, checkpoints, camera_im
     assert rig.commands == [] and rig.last_status()["state"] == "WAITING"
     assert "waiting for weights" in rig.last_status()["reason"]
 
-    graph("learner", {"checkpoint": checkpoints["a"]["path"]})
+    graph("learner", {"checkpoint": checkpoints["a"]["path"], "training": False})
     wait_for(lambda: rig.commands, STARTUP, "commands once the learner appears", graph.procs)
     reference_a = expected_command(infer_reference(checkpoints["a"]["path"], camera_image[1]), rig.q)
     np.testing.assert_allclose(rig.command_arrays()[0], reference_a, atol=1e-6)
@@ -211,7 +211,7 @@ def bad_payloads(checkpoints) -> dict[str, tuple[bytes, str]]:
 
 def test_bad_payloads_rejected_actor_keeps_weights_and_runs(graph, checkpoints):
     rig = graph.rig
-    graph("learner", {"checkpoint": checkpoints["a"]["path"]})
+    graph("learner", {"checkpoint": checkpoints["a"]["path"], "training": False})
     actor = graph("actor", {})
     wait_for(lambda: rig.commands, 2 * STARTUP, "actor commanding", graph.procs)
     digest = rig.last_loaded()["digest"]

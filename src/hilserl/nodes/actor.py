@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,6 +86,9 @@ class ActorNode(Node):
         p("success_button", 1)
         p("failure_button", 2)
         p("teleop_timeout", 0.5)
+        p("send_transitions", True)  # stream experience to the learner (acknowledged, resent, spilled to disk)
+        p("transition_batch", 16)
+        p("spill_dir", "")  # '' = runs/actor_spill/<namespace_name>
         get = lambda name: self.get_parameter(name).value  # noqa: E731
         self.joints: list[str] = list(get("joints"))
         self.lower, self.upper = np.array(get("joint_lower")), np.array(get("joint_upper"))
@@ -106,7 +110,14 @@ class ActorNode(Node):
         self.transitions_made = 0
         self.pending_label: str | None = None
         self.episode_summaries: list[dict] = []
-        self.transition_sender = None  # set when the transition link is up
+        self.transition_sender = None
+        if get("send_transitions"):
+            from hilserl.nodes.transitions import TransitionSender, safe_name
+
+            actor_id = self.get_fully_qualified_name()
+            spill = get("spill_dir") or f"runs/actor_spill/{safe_name(actor_id)}"
+            self.transition_sender = TransitionSender(self, actor_id, lambda: self.receiver.meta.config_fingerprint,
+                                                      Path(spill), batch_size=get("transition_batch"))
 
         self.image_topics: list[str] = list(get("image_topics"))
         expected = None
@@ -145,6 +156,7 @@ class ActorNode(Node):
         self.reset_client = self.create_client(Trigger, get("reset_service")) if get("reset_service") else None
         if not self.lockstep:
             self.create_timer(1.0 / float(get("control_hz")), self.control_step)
+        self.create_timer(1.0, self.publish_status)  # StatusTopic sends only what changed
         self.publish_status()
         self.get_logger().info(self.reason)
 
@@ -336,6 +348,7 @@ class ActorNode(Node):
                   "digest": self.receiver.loaded_digest, "commands_sent": self.commands_sent,
                   "rejected": self.rejected, "last_rejection": self.last_rejection,
                   "episodes": len(self.episode_summaries), "transitions": self.transitions_made,
+                  "unacked_batches": self.transition_sender.unacked_count if self.transition_sender else 0,
                   "last_episode": self.episode_summaries[-1] if self.episode_summaries else None}
         self.status_pub.publish(String(data=json.dumps(status)))
 

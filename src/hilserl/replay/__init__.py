@@ -1,0 +1,1 @@
+"""Replay: frames stored once, n-step sampling, online + intervention buffers, the transition wire format."""
