@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import Joy
 
-from rosutil import REPO, NodeProcess, wait_for
+from rosutil import REPO, wait_for
+from test_diagnostics import Monitor
 from test_weight_sync import STARTUP, Rig, camera_image, graph  # noqa: F401  (the same rig and fixtures)
 from hilserl.robot import JOINTS
 
@@ -34,6 +35,7 @@ def status(store) -> dict:
 
 def test_actor_experience_trains_learner_and_survives_kill(graph, small_checkpoint, tmp_path):
     rig: Rig = graph.rig
+    monitor = Monitor(rig.probe)
     state_dir = tmp_path / "learner_state"
     learner = graph("learner", LEARNER | {"checkpoint": small_checkpoint, "state_dir": str(state_dir)})
     actor = graph("actor", {"max_episode_steps": 10, "spill_dir": str(tmp_path / "spill"), "control_hz": 20.0})
@@ -64,11 +66,12 @@ def test_actor_experience_trains_learner_and_survives_kill(graph, small_checkpoi
              "a newer version after the restart", graph.procs)
     rig.sensor_timer.cancel()
     try:
-        final = wait_for(lambda: (a := rig.last_status()) and a["state"] == "HOLDING" and a["unacked_batches"] == 0
-                         and status(rig.learner_status).get("transitions_stored") == a["transitions"] and a,
-                         60, "every transition acknowledged and stored exactly once", graph.procs)
+        final = wait_for(lambda: (a := monitor.latest("actor")) and a["values"]["state"] == "HOLDING"
+                         and a["values"]["unacked_batches"] == "0"
+                         and str(status(rig.learner_status).get("transitions_stored")) == a["values"]["transitions"]
+                         and a, 60, "every transition acknowledged and stored exactly once", graph.procs)
     except AssertionError as err:
-        raise AssertionError(f"actor {rig.last_status()}\nlearner {status(rig.learner_status)}") from err
-    assert final["transitions"] > 24
+        raise AssertionError(f"actor {monitor.latest('actor')}\nlearner {status(rig.learner_status)}") from err
+    assert int(final["values"]["transitions"]) > 24
     assert actor.alive()
     assert np.isfinite(status(rig.learner_status)["learner_step"])

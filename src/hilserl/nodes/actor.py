@@ -345,10 +345,9 @@ class ActorNode(Node):
         meta = self.receiver.meta
         status = {"node": self.get_fully_qualified_name(), "state": self.state, "reason": self.reason,
                   "weights_version": meta.weights_version if meta else None,
-                  "digest": self.receiver.loaded_digest, "commands_sent": self.commands_sent,
+                  "digest": self.receiver.loaded_digest,
                   "rejected": self.rejected, "last_rejection": self.last_rejection,
-                  "episodes": len(self.episode_summaries), "transitions": self.transitions_made,
-                  "unacked_batches": self.transition_sender.unacked_count if self.transition_sender else 0,
+                  "episodes": len(self.episode_summaries),
                   "last_episode": self.episode_summaries[-1] if self.episode_summaries else None}
         self.status_pub.publish(String(data=json.dumps(status)))
 

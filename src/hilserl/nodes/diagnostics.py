@@ -213,6 +213,7 @@ class actor_report:  # noqa: N801 - used like a function: Diagnostics(node, acto
             "last_episode_success": summaries[-1]["success"] if summaries else "",
             "success_rate_last_20": sum(bool(s["success"]) for s in recent) / len(recent) if recent else "",
             "transitions": node.transitions_made,
+            "unacked_batches": node.transition_sender.unacked_count if node.transition_sender else 0,
         }
         if node.state == "WAITING":
             if node.rejected:
