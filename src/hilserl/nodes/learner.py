@@ -10,6 +10,9 @@ Parameters
   publish_every_updates (int, 100), publish_every_seconds (float, 0 = off): weights cadence in training.
   run_id (str, '' = new): names this learner run in every weights message; actors take a new run's
       weights even when its version number is lower.
+  training (bool, true), state_dir (str), batch_size, utd_ratio, warmup_transitions, demo_ratio,
+      buffer_capacity, gamma, n_step, checkpoint_every_updates, torch_threads: online learning from the
+      actors' `/transitions` (see nodes/transitions.py); a restart on the same state_dir resumes the run.
 """
 
 from __future__ import annotations
