@@ -83,6 +83,14 @@ def head_inputs(policy: InferencePolicy, pixels: torch.Tensor, state: torch.Tens
     return features, policy.state_norm(state.float())
 
 
+def twin_critics(config: PolicyConfig, repr_dim: int) -> tuple[Critic, Critic]:
+    """A critic and its target network, equal at the start; the target learns only by soft updates."""
+    critic, target = Critic(config, repr_dim), Critic(config, repr_dim)
+    target.load_state_dict(critic.state_dict())
+    target.requires_grad_(False)
+    return critic, target
+
+
 class DrQV2Agent(nn.Module):
     def __init__(self, config: PolicyConfig, hyper: DrQV2Hyper | None = None, speed: SpeedSettings | None = None):
         super().__init__()
@@ -91,10 +99,7 @@ class DrQV2Agent(nn.Module):
         self.speed = speed or SpeedSettings.from_env()
         self.speed.apply_threads()
         self.inference = InferencePolicy(config)
-        self.critic = Critic(config, self.inference.encoder.repr_dim)
-        self.critic_target = Critic(config, self.inference.encoder.repr_dim)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
+        self.critic, self.critic_target = twin_critics(config, self.inference.encoder.repr_dim)
         lr = self.hyper.lr
         self.encoder_opt = self.speed.adam(self.inference.encoder.parameters(), lr)
         self.actor_opt = self.speed.adam(self.inference.actor.parameters(), lr)

@@ -14,7 +14,7 @@ from torch import nn
 
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig
-from hilserl.policies.drqv2 import Critic, head_inputs, shifted_pixels, soft_update
+from hilserl.policies.drqv2 import head_inputs, shifted_pixels, soft_update, twin_critics
 from hilserl.policies.inference import InferencePolicy, tanh_gaussian_log_prob
 from hilserl.policies.speed import SpeedSettings, read_only
 
@@ -42,10 +42,7 @@ class SACAgent(nn.Module):
         self.speed = speed or SpeedSettings.from_env()
         self.speed.apply_threads()
         self.inference = InferencePolicy(config)
-        self.critic = Critic(config, self.inference.encoder.repr_dim)
-        self.critic_target = Critic(config, self.inference.encoder.repr_dim)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
+        self.critic, self.critic_target = twin_critics(config, self.inference.encoder.repr_dim)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(self.hyper.init_temperature)))
         self.target_entropy = -float(config.action_dim)
         lr = self.hyper.lr
