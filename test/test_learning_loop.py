@@ -75,3 +75,35 @@ def test_actor_experience_trains_learner_and_survives_kill(graph, small_checkpoi
     assert int(final["values"]["transitions"]) > 24
     assert actor.alive()
     assert np.isfinite(status(rig.learner_status)["learner_step"])
+
+
+def test_killed_actor_loses_nothing_it_recorded(graph, small_checkpoint, tmp_path):
+    """Acks stop (learner frozen), the actor is killed -9 with batches unacknowledged; its successor resends them."""
+    import os
+
+    from hilserl.replay.wire import decode_transitions
+
+    rig: Rig = graph.rig
+    spill = tmp_path / "spill"
+    learner = graph("learner", LEARNER | {"checkpoint": small_checkpoint, "state_dir": str(tmp_path / "state"),
+                                          "warmup_transitions": 10_000})
+    actor = graph("actor", {"max_episode_steps": 10, "spill_dir": str(spill), "control_hz": 20.0,
+                            "transition_batch": 4})
+    wait_for(lambda: status(rig.learner_status).get("transitions_stored", 0) >= 8, 2 * STARTUP,
+             "the first transitions stored", graph.procs)
+    os.killpg(learner.proc.pid, signal.SIGSTOP)  # no acks from here on
+    try:
+        wait_for(lambda: len(list(spill.glob("*/*.safetensors"))) >= 3, 30, "unacknowledged batches on disk")
+        actor.stop(signal.SIGKILL)
+        graph.procs.remove(actor)
+        left = [decode_transitions(p.read_bytes())[0] for p in sorted(spill.glob("*/*.safetensors"))]
+    finally:
+        os.killpg(learner.proc.pid, signal.SIGCONT)
+    old_stream = left[0]["actor_id"]
+    last_seq = max(m["seq"] for m in left)
+    graph("actor", {"max_episode_steps": 10, "spill_dir": str(spill), "control_hz": 20.0, "transition_batch": 4},
+          name="actor2")
+    stored = wait_for(lambda: (s := status(rig.learner_status).get("stored_through", {})).get(old_stream) == last_seq
+                      and not (spill / old_stream.strip("/").replace("#", "_")).exists() and s,
+                      2 * STARTUP, f"batches 1..{last_seq} of the killed actor stored", graph.procs)
+    assert len(stored) == 2  # the killed actor's stream and its successor's

@@ -3,7 +3,7 @@
   /transitions      std_msgs/UInt8MultiArray, RELIABLE, VOLATILE, KEEP_LAST 100: one batch per message
   /transitions_ack  std_msgs/String JSON {"actor_id", "stored_through"}, RELIABLE, KEEP_LAST 100
 
-The learner stores batch `seq` of an actor only right after `seq - 1` (so "stored through N" is one number),
+The learner stores batch `seq` of a stream only right after `seq - 1` (so "stored through N" is one number),
 writes it to its journal (fsync'd) before acknowledging, and replays the journal into its buffers after a
 restart. The actor keeps every batch until acknowledged, resends unacknowledged ones every
 `resend_period` seconds (a partial batch goes out within half of it), and keeps at most `memory_limit` bytes of them in memory, spilling the rest to disk.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -32,22 +33,45 @@ STREAM = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=Durabilit
 
 
 class TransitionSender:
-    """Actor side. `add()` each transition; batches go out every `batch_size` transitions or episode end."""
+    """Actor side. `add()` each transition; batches go out every `batch_size` transitions or episode end.
+
+    Each actor process is its own stream (`<actor_id>#<session>`), numbered from 1, so a restarted actor
+    never collides with what the learner stored from its previous life. Every batch is written to
+    `spill_dir/<stream>/` before it is sent and deleted once acknowledged; at start-up the batches a
+    previous life left there are resent under their old stream, so a killed actor loses nothing it recorded.
+    Up to `memory_limit` bytes of unacknowledged batches are also kept in memory for cheap resends.
+    """
 
     def __init__(self, node: Node, actor_id: str, config_fingerprint: Callable[[], str], spill_dir: Path,
                  batch_size: int = 16, resend_period: float = 2.0, memory_limit: int = 64 << 20):
-        self.node, self.actor_id, self.fingerprint = node, actor_id, config_fingerprint
-        self.spill_dir = Path(spill_dir)
+        self.node, self.fingerprint = node, config_fingerprint
+        self.stream = f"{actor_id}#{uuid.uuid4().hex[:8]}"
+        self.spill_root = Path(spill_dir)
+        self.spill_dir = self.spill_root / safe_name(self.stream)
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         self.batch_size, self.resend_period, self.memory_limit = batch_size, resend_period, memory_limit
         self.pending: list[Transition] = []
-        self.unacked: OrderedDict[int, tuple[bytes | Path, float]] = OrderedDict()  # seq -> (payload, sent at)
+        # (stream, seq) -> (path on disk, payload kept in memory or None, last sent)
+        self.unacked: OrderedDict[tuple[str, int], tuple[Path, bytes | None, float]] = OrderedDict()
         self.in_memory = 0
         self.seq = 0
-        self.acked_through = 0
+        self.recover_previous_lives()
         self.pub = node.create_publisher(UInt8MultiArray, TRANSITIONS_TOPIC, STREAM)
         node.create_subscription(String, ACK_TOPIC, self.on_ack, STREAM)
         node.create_timer(resend_period / 2, self.resend)
+
+    def recover_previous_lives(self) -> None:
+        for path in sorted(self.spill_root.glob("*/*.safetensors")):
+            if path.parent == self.spill_dir:
+                continue
+            try:
+                meta, _ = decode_transitions(path.read_bytes())
+            except TransitionsError as err:
+                self.node.get_logger().error(f"unreadable batch {path} left by an earlier run: {err}")
+                continue
+            self.unacked[(meta["actor_id"], meta["seq"])] = (path, None, 0.0)
+        if self.unacked:
+            self.node.get_logger().info(f"resending {len(self.unacked)} unacknowledged batches from an earlier run")
 
     def add(self, transition: Transition) -> None:
         self.pending.append(transition)
@@ -58,50 +82,42 @@ class TransitionSender:
         if not self.pending:
             return
         self.seq += 1
-        payload = encode_transitions(self.pending, actor_id=self.actor_id, seq=self.seq,
+        payload = encode_transitions(self.pending, actor_id=self.stream, seq=self.seq,
                                      config_fingerprint=self.fingerprint())
         self.pending = []
-        if self.in_memory + len(payload) > self.memory_limit:  # bounded memory: the rest waits on disk
-            path = self.spill_dir / f"{self.seq:012d}.safetensors"
-            path.write_bytes(payload)
-            self.unacked[self.seq] = (path, 0.0)
-        else:
-            self.in_memory += len(payload)
-            self.unacked[self.seq] = (payload, 0.0)
-        self.send(self.seq)
+        path = self.spill_dir / f"{self.seq:012d}.safetensors"
+        write_durably(path, payload)
+        keep = self.in_memory + len(payload) <= self.memory_limit  # beyond the limit it waits on disk only
+        self.in_memory += len(payload) if keep else 0
+        self.unacked[(self.stream, self.seq)] = (path, payload if keep else None, 0.0)
+        self.send((self.stream, self.seq))
 
-    def send(self, seq: int) -> None:
-        payload, _ = self.unacked[seq]
-        data = payload.read_bytes() if isinstance(payload, Path) else payload
+    def send(self, key: tuple[str, int]) -> None:
+        path, payload, _ = self.unacked[key]
         msg = UInt8MultiArray()
-        msg.data = bytes_to_msg_data(data)
+        msg.data = bytes_to_msg_data(payload if payload is not None else path.read_bytes())
         self.pub.publish(msg)
-        self.unacked[seq] = (payload, time.monotonic())
+        self.unacked[key] = (path, payload, time.monotonic())
 
     def on_ack(self, msg: String) -> None:
         try:
             ack = json.loads(msg.data)
-            if ack["actor_id"] != self.actor_id:
-                return
-            through = int(ack["stored_through"])
+            stream, through = ack["actor_id"], int(ack["stored_through"])
         except (ValueError, KeyError, TypeError):
             return
-        if through < self.acked_through:  # a learner that lost state: send everything unacknowledged now
-            self.node.get_logger().warning(f"learner acknowledges only through {through}; resending")
-        self.acked_through = through
-        for seq in [s for s in self.unacked if s <= through]:
-            payload, _ = self.unacked.pop(seq)
-            if isinstance(payload, Path):
-                payload.unlink(missing_ok=True)
-            else:
-                self.in_memory -= len(payload)
+        for key in [k for k in self.unacked if k[0] == stream and k[1] <= through]:
+            path, payload, _ = self.unacked.pop(key)
+            path.unlink(missing_ok=True)
+            self.in_memory -= len(payload) if payload is not None else 0
+            if path.parent != self.spill_dir and not any(path.parent.iterdir()):
+                path.parent.rmdir()
 
     def resend(self) -> None:
         self.flush()  # a partial batch waits at most half a resend period
         now = time.monotonic()
-        for seq, (_, sent) in list(self.unacked.items())[:50]:
+        for key, (_, _, sent) in list(self.unacked.items())[:50]:
             if now - sent >= self.resend_period:
-                self.send(seq)
+                self.send(key)
 
     @property
     def unacked_count(self) -> int:
