@@ -106,4 +106,4 @@ def test_killed_actor_loses_nothing_it_recorded(graph, small_checkpoint, tmp_pat
     stored = wait_for(lambda: (s := status(rig.learner_status).get("stored_through", {})).get(old_stream) == last_seq
                       and not (spill / old_stream.strip("/").replace("#", "_")).exists() and s,
                       2 * STARTUP, f"batches 1..{last_seq} of the killed actor stored", graph.procs)
-    assert len(stored) == 2  # the killed actor's stream and its successor's
+    assert stored[old_stream] == last_seq >= 3  # every batch the killed actor recorded, none skipped
