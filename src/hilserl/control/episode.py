@@ -9,7 +9,7 @@ the newest camera frame(s) only; the learner's buffer rebuilds stacks, so frames
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -78,7 +78,6 @@ class EpisodeStats:
     steps: int = 0
     episode_return: float = 0.0
     interventions: int = 0
-    finished: list[dict] = field(default_factory=list)
 
 
 class EpisodeRecorder:
@@ -114,6 +113,6 @@ class EpisodeRecorder:
         s = self.stats
         summary = {"episode": s.episode, "steps": s.steps, "return": s.episode_return, "success": success,
                    "intervention_rate": s.interventions / s.steps if s.steps else 0.0}
-        self.stats = EpisodeStats(episode=s.episode + 1, finished=s.finished + [summary])
+        self.stats = EpisodeStats(episode=s.episode + 1)
         self.pending = None
         return summary
