@@ -141,7 +141,7 @@ def test_expert_reaches_the_cube(task, seed):
     assert result.success and result.terminated and not result.truncated
     distance = np.linalg.norm(obs.ee_position - obs.target_position)
     assert distance < task.config.success_radius
-    assert rewards[-1] == 1.0 and rewards[0] < rewards[-2] < 1.0  # dense reward grows on the way
+    assert rewards[-1] == 0.0 and -1.0 < rewards[0] < rewards[-2] < 0.0  # dense reward grows on the way
 
 
 def test_lighting_randomisation_changes_the_image_not_the_scene(task):

@@ -57,6 +57,7 @@ class SimNode(Node):
         super().__init__("sim")
         p = self.declare_parameter
         p("task", "reach")
+        p("variant", "standard")  # "easy": fixed cube, start pose and lighting (see sim/task.py)
         p("seed", 0)
         p("lockstep", False)
         p("control_hz", 10.0)
@@ -65,13 +66,17 @@ class SimNode(Node):
         p("episode_steps", 50)
         p("max_episodes", 0)  # 0 = run forever; else stop stepping after this many episodes
         get = lambda name: self.get_parameter(name).value  # noqa: E731
-        from hilserl.sim.task import PandaTask, TaskConfig  # Genesis loads here, not at import
+        from hilserl.sim.task import PandaTask, variant_config  # Genesis loads here, not at import
 
         self.lockstep: bool = get("lockstep")
         self.seed: int = get("seed")
         self.max_episodes: int = get("max_episodes")
-        self.task = PandaTask(TaskConfig(task=get("task"), image_size=get("image_size"),
-                                         num_cameras=get("num_cameras"), episode_steps=get("episode_steps")))
+        try:
+            config = variant_config(get("variant"), task=get("task"), image_size=get("image_size"),
+                                    num_cameras=get("num_cameras"), episode_steps=get("episode_steps"))
+        except ValueError as err:
+            raise SystemExit(f"sim: {err}") from err
+        self.task = PandaTask(config)
         self.control_dt = self.task.config.control_dt
         self.joint_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, STREAM)
         self.image_pubs, self.info_pubs = [], []
@@ -99,7 +104,8 @@ class SimNode(Node):
             self.create_timer(1.0, self.republish)
         else:
             self.create_timer(1.0 / float(get("control_hz")), self.realtime_step)
-        self.get_logger().info(f"sim ready: task {get('task')}, {'lock-step' if self.lockstep else 'real-time'}, "
+        mode = "lock-step" if self.lockstep else "real-time"
+        self.get_logger().info(f"sim ready: task {get('task')} ({get('variant')}), {mode}, "
                                f"{self.task.config.num_cameras} camera(s) {get('image_size')}px")
 
     # -- episodes ------------------------------------------------------------------------------

@@ -33,6 +33,11 @@ one for the whole scene: in batched mode it is drawn from the first seed of each
 
 Domain randomisation: cube pose ranges, start-pose noise, lighting (intensity, tint, ambient) and camera
 pose jitter are all `TaskConfig` fields, drawn per episode from the reset seed.
+
+Variants (`variant_config(name, **fields)`): "standard" is the task as above; "easy" removes what makes a
+task slow to learn from scratch: the cube always at the workspace centre with no yaw, the same start pose
+and lighting every episode, and (reach) a target 15 cm above the cube, ~0.2 m from the start pose instead
+of ~0.33 m. The sim node's `variant` parameter and `infer --sim --variant` select one.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import numpy as np
 
 from hilserl.robot import HOME, JOINT_LOWER, JOINT_UPPER, JOINTS, action_to_targets
 
-__all__ = ["TASKS", "TaskConfig", "Observation", "StepResult", "PandaTask", "action_to_targets", "init_genesis"]
+__all__ = ["TASKS", "VARIANTS", "TaskConfig", "variant_config", "Observation", "StepResult", "PandaTask", "action_to_targets", "init_genesis"]
 
 TASKS = ("reach", "push", "lift")
 N_COMMANDS = len(JOINTS)  # 7 arm joints + 1 finger command
@@ -79,7 +84,10 @@ class TaskConfig:
     physics_dt: float = 0.01  # one Genesis step; control_dt / physics_dt physics steps per control step
     episode_steps: int = 50  # time limit: truncated after this many steps
     # Reward and success
-    reward: str = "dense"  # "dense" (shaped, in [0, 1]) or "sparse" (1 on success, else 0)
+    # "dense": shaped progress minus one, in [-1, 0), and 0 on success; every step short of success costs
+    # something, so ending the episode by succeeding is always worth more than lingering near the goal.
+    # "sparse": 1 on success, else 0.
+    reward: str = "dense"
     cube_size: float = 0.05
     hover_height: float = 0.05  # reach: target height of the gripper centre above the cube's top face
     success_radius: float = 0.04
@@ -113,6 +121,20 @@ class TaskConfig:
     @property
     def substeps(self) -> int:
         return int(round(self.control_dt / self.physics_dt))
+
+
+VARIANTS: dict[str, dict] = {
+    "standard": {},
+    "easy": {"cube_x_range": (0.5, 0.5), "cube_y_range": (0.0, 0.0), "cube_yaw_range": (0.0, 0.0),
+             "start_joint_noise": 0.0, "light_jitter": 0.0, "hover_height": 0.15},
+}
+
+
+def variant_config(variant: str = "standard", **fields) -> TaskConfig:
+    """A TaskConfig for a named variant; explicit `fields` override the variant's own settings."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown task variant {variant!r}; expected one of {tuple(VARIANTS)}")
+    return TaskConfig(**(VARIANTS[variant] | fields))
 
 
 @dataclass
@@ -337,7 +359,7 @@ class PandaTask:
             distance = max(cfg.lift_height - rise, 0.0)
             success = rise >= cfg.lift_height and tcp_to_cube < cfg.cube_size
             shaped = 0.5 * (1.0 - math.tanh(10.0 * tcp_to_cube)) + 0.5 * min(max(rise / cfg.lift_height, 0.0), 1.0)
-        reward = (1.0 if success else shaped) if cfg.reward == "dense" else float(success)
+        reward = (0.0 if success else shaped - 1.0) if cfg.reward == "dense" else float(success)
         return reward, bool(success), {"distance": distance, "tcp_to_cube": tcp_to_cube}
 
     # -- Genesis plumbing ----------------------------------------------------------------------

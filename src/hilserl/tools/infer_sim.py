@@ -35,6 +35,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--deterministic", action="store_true", help="the policy's mean action (default: sampled, as "
                    "an actor with deterministic:=false acts)")
     p.add_argument("--task", choices=("reach", "push", "lift"), help="default: the task the checkpoint was trained on")
+    p.add_argument("--variant", choices=("standard", "easy"), default="standard",
+                   help="task variant (see hilserl.sim.task): easy = fixed cube, start pose and lighting")
     p.add_argument("--episode-steps", type=int, default=50, help="time limit per episode")
     p.add_argument("--video", help="write the camera view of every episode to this .gif or .mp4")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -99,12 +101,12 @@ def main(argv: list[str]) -> int:
     except WeightsError as err:
         print(f"infer --sim: {err}", file=sys.stderr)
         return 1
-    from hilserl.sim.task import PandaTask, TaskConfig
+    from hilserl.sim.task import PandaTask, variant_config
 
     task_name = args.task or trained_task(doc)
-    task = PandaTask(TaskConfig(task=task_name, image_size=config.image_size, num_cameras=config.num_cameras,
-                                episode_steps=args.episode_steps))
+    task = PandaTask(variant_config(args.variant, task=task_name, image_size=config.image_size,
+                                    num_cameras=config.num_cameras, episode_steps=args.episode_steps))
     summary = run_checkpoint(policy, task, episodes=args.episodes, seed=args.seed, deterministic=args.deterministic,
                              step=int(doc.get("step", 0)), video=args.video)
-    print(json.dumps(summary | {"checkpoint": str(args.checkpoint)}))
+    print(json.dumps(summary | {"variant": args.variant, "checkpoint": str(args.checkpoint)}))
     return 0

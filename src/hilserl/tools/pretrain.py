@@ -318,7 +318,7 @@ class Pretrainer:
                                                     "eval/mean_return": result["mean_return"]})
         print(f"pretrain: eval after {stage}: {json.dumps(result)}", file=sys.stderr)
         best = self.progress["best"]
-        # Success rate alone (dense returns favour slow policies); a tie goes to the later stage, trained on more
+        # Success rate alone, what a checkpoint is for; a tie goes to the later stage, trained on more
         # of the policy's own states.
         if best is None or result["success_rate"] >= best["success_rate"]:
             self.progress["best"] = result
