@@ -48,6 +48,7 @@ class PolicyConfig:
                 raise ValueError(f"policy config: {name} must be positive, got {getattr(self, name)}")
         if self.state_dim < 0:
             raise ValueError(f"policy config: state_dim must be >= 0, got {self.state_dim}")
+        parse_schedule(self.stddev_schedule, 0)  # a malformed schedule fails here, not mid-training
         if self.image_size < 16:
             raise ValueError(f"policy config: image_size {self.image_size} is too small for the encoder (>= 16)")
 
@@ -95,7 +96,11 @@ def parse_schedule(schedule: str | float, step: int) -> float:
     except ValueError:
         pass
     if text.startswith("linear(") and text.endswith(")"):
-        init, final, duration = (float(v) for v in text[len("linear("):-1].split(","))
-        mix = min(max(step / duration, 0.0), 1.0)
-        return (1.0 - mix) * init + mix * final
+        try:
+            init, final, duration = (float(v) for v in text[len("linear("):-1].split(","))
+        except ValueError:
+            init = final = duration = None
+        if duration is not None and duration > 0:
+            mix = min(max(step / duration, 0.0), 1.0)
+            return (1.0 - mix) * init + mix * final
     raise ValueError(f"cannot parse schedule {schedule!r}; use a number or 'linear(init,final,steps)'")

@@ -22,9 +22,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--image-size", type=int, default=PolicyConfig.image_size)
     parser.add_argument("--frame-stack", type=int, default=PolicyConfig.frame_stack)
     parser.add_argument("--hidden-dim", type=int, default=PolicyConfig.hidden_dim)
+    parser.add_argument("--stddev-schedule", default=PolicyConfig.stddev_schedule,
+                        help="DrQ-v2 exploration noise: a constant or 'linear(init,final,steps)'")
     args = parser.parse_args(argv)
-    config = PolicyConfig(policy=args.policy, action_dim=args.action_dim, state_dim=args.state_dim,
-                          image_size=args.image_size, frame_stack=args.frame_stack, hidden_dim=args.hidden_dim)
+    try:
+        config = PolicyConfig(policy=args.policy, action_dim=args.action_dim, state_dim=args.state_dim,
+                              image_size=args.image_size, frame_stack=args.frame_stack,
+                              hidden_dim=args.hidden_dim, stddev_schedule=args.stddev_schedule)
+    except ValueError as err:
+        parser.error(str(err))
     torch.manual_seed(args.seed)
     agent = build_agent(config)
     out = save_checkpoint(agent, config, args.out, step=0, extra={"seed": args.seed})
