@@ -13,6 +13,8 @@ Parameters
   training (bool, true), state_dir (str), batch_size, utd_ratio, warmup_transitions, demo_ratio,
       buffer_capacity, gamma, n_step, checkpoint_every_updates, torch_threads: online learning from the
       actors' `/transitions` (see nodes/transitions.py); a restart on the same state_dir resumes the run.
+      Each save also writes STATE_DIR/checkpoint/, an ordinary checkpoint of the trained agent: `infer` runs
+      it, and a new learner can start from it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from hilserl.nodes.runtime import run_node
 from hilserl.nodes.wire import bytes_to_msg_data
 from hilserl.policies import build_agent
 from hilserl.robot import WEIGHTS_TOPIC
-from hilserl.weights.checkpoint import load_agent_weights, read_config_file
+from hilserl.weights.checkpoint import load_agent_weights, read_config_file, save_checkpoint
 from hilserl.weights.codec import WeightsError, encode_weights
 from hilserl.nodes.transitions import TransitionReceiver, write_durably
 from hilserl.replay.episode_buffer import GAMMA, N_STEP, MixedSampler, ReplayBuffer
@@ -172,9 +174,11 @@ class LearnerNode(Node):
 
     def save_state(self) -> None:
         with self.lock:
-            save_training_state(self.state_dir / "state", self.agent,
-                                {"run_id": self.run_id, "weights_version": self.weights_version,
-                                 "learner_step": self.loop.counters.learner_step})
+            counters = {"run_id": self.run_id, "weights_version": self.weights_version,
+                        "learner_step": self.loop.counters.learner_step}
+            save_training_state(self.state_dir / "state", self.agent, counters)
+            save_checkpoint(self.agent, self.agent.config, self.state_dir / "checkpoint",
+                            step=counters["learner_step"], extra={"trained_by": counters})
 
     def close(self) -> None:
         if self.loop is not None:
