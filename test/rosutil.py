@@ -35,15 +35,15 @@ class NodeProcess:
     """`python -m hilserl <command> --ros-args -p k:=v ...` with its output captured to a log file."""
 
     def __init__(self, command: str, params: dict[str, object], env: dict[str, str], log_dir: Path,
-                 name: str | None = None, extra_args: list[str] | None = None):
+                 name: str | None = None, extra_args: list[str] | None = None, stdin: int | None = None):
         args = [sys.executable, "-m", "hilserl", command, *(extra_args or []), "--ros-args"]
         for key, value in params.items():
             args += ["-p", f"{key}:={format_param(value)}"]
         self.name = name or command
         self.log_path = log_dir / f"{self.name}.log"
         self.log_file = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, env=env, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=REPO,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(args, env=env, stdin=stdin, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     cwd=REPO, start_new_session=True)
 
     def log(self) -> str:
         self.log_file.flush()
