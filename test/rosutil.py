@@ -46,7 +46,8 @@ class NodeProcess:
                                      cwd=REPO, start_new_session=True)
 
     def log(self) -> str:
-        self.log_file.flush()
+        if not self.log_file.closed:
+            self.log_file.flush()
         return self.log_path.read_text()
 
     def alive(self) -> bool:

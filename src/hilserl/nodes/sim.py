@@ -19,6 +19,8 @@ Modes (parameter `lockstep`):
   true   lock-step: physics advances one control period per accepted command, then publishes the new
          observation (every topic of one step carries the same stamp), so training runs as fast as the
          CPU allows. The newest observation is re-sent each second until a command answers it.
+         `lockstep_max_hz` > 0 caps the steps per second (each command still gets its step): experience
+         then arrives no faster than a learner can train on it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class SimNode(Node):
         p("variant", "standard")  # "easy": fixed cube, start pose and lighting (see sim/task.py)
         p("seed", 0)
         p("lockstep", False)
+        p("lockstep_max_hz", 0.0)  # lock-step only: at most this many steps per second (0 = no cap)
         p("control_hz", 10.0)
         p("image_size", 84)
         p("num_cameras", 1)
@@ -69,6 +72,8 @@ class SimNode(Node):
         from hilserl.sim.task import PandaTask, variant_config  # Genesis loads here, not at import
 
         self.lockstep: bool = get("lockstep")
+        self.paced = self.lockstep and get("lockstep_max_hz") > 0
+        self.command_waiting = False
         self.seed: int = get("seed")
         self.max_episodes: int = get("max_episodes")
         try:
@@ -102,6 +107,8 @@ class SimNode(Node):
         self.create_timer(1.0, self.publish_status)  # compact, 1 Hz: readable with `ros2 topic echo`
         if self.lockstep:
             self.create_timer(1.0, self.republish)
+            if self.paced:  # commands wait for this timer instead of stepping at once
+                self.create_timer(1.0 / float(get("lockstep_max_hz")), self.paced_step)
         else:
             self.create_timer(1.0 / float(get("control_hz")), self.realtime_step)
         mode = "lock-step" if self.lockstep else "real-time"
@@ -153,6 +160,14 @@ class SimNode(Node):
             return
         self.target = targets
         if self.lockstep and not self.finished():
+            if self.paced:
+                self.command_waiting = True
+            else:
+                self.advance()
+
+    def paced_step(self) -> None:
+        if self.command_waiting and not self.finished():
+            self.command_waiting = False
             self.advance()
 
     def realtime_step(self) -> None:

@@ -36,8 +36,9 @@ pose jitter are all `TaskConfig` fields, drawn per episode from the reset seed.
 
 Variants (`variant_config(name, **fields)`): "standard" is the task as above; "easy" removes what makes a
 task slow to learn from scratch: the cube always at the workspace centre with no yaw, the same start pose
-and lighting every episode, and (reach) a target 15 cm above the cube, ~0.2 m from the start pose instead
-of ~0.33 m. The sim node's `variant` parameter and `infer --sim --variant` select one.
+and lighting every episode, success within 8 cm instead of 4, dense reward felt from twice as far, and
+(reach) a target 15 cm above the cube, ~0.2 m from the start pose instead of ~0.33 m. The sim node's `variant` parameter and `infer --sim --variant`
+select one.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class TaskConfig:
     # something, so ending the episode by succeeding is always worth more than lingering near the goal.
     # "sparse": 1 on success, else 0.
     reward: str = "dense"
+    shaping_distance: float = 0.1  # m: dense progress is 1 - tanh(distance / this); larger = felt from farther
     cube_size: float = 0.05
     hover_height: float = 0.05  # reach: target height of the gripper centre above the cube's top face
     success_radius: float = 0.04
@@ -126,7 +128,8 @@ class TaskConfig:
 VARIANTS: dict[str, dict] = {
     "standard": {},
     "easy": {"cube_x_range": (0.5, 0.5), "cube_y_range": (0.0, 0.0), "cube_yaw_range": (0.0, 0.0),
-             "start_joint_noise": 0.0, "light_jitter": 0.0, "hover_height": 0.15},
+             "start_joint_noise": 0.0, "light_jitter": 0.0, "hover_height": 0.15, "success_radius": 0.08,
+             "shaping_distance": 0.2},
 }
 
 
@@ -349,16 +352,18 @@ class PandaTask:
         if cfg.task == "reach":
             distance = float(np.linalg.norm(obs.ee_position - obs.target_position))
             success = distance < cfg.success_radius
-            shaped = 1.0 - math.tanh(10.0 * distance)
+            shaped = 1.0 - math.tanh(distance / cfg.shaping_distance)
         elif cfg.task == "push":
             distance = float(np.linalg.norm(obs.cube_position[:2] - obs.target_position[:2]))
             success = distance < cfg.success_radius
-            shaped = 0.5 * (1.0 - math.tanh(10.0 * tcp_to_cube)) + 0.5 * (1.0 - math.tanh(10.0 * distance))
+            shaped = 0.5 * (1.0 - math.tanh(tcp_to_cube / cfg.shaping_distance)) + \
+                0.5 * (1.0 - math.tanh(distance / cfg.shaping_distance))
         else:
             rise = float(obs.cube_position[2] - cfg.cube_size / 2)
             distance = max(cfg.lift_height - rise, 0.0)
             success = rise >= cfg.lift_height and tcp_to_cube < cfg.cube_size
-            shaped = 0.5 * (1.0 - math.tanh(10.0 * tcp_to_cube)) + 0.5 * min(max(rise / cfg.lift_height, 0.0), 1.0)
+            shaped = 0.5 * (1.0 - math.tanh(tcp_to_cube / cfg.shaping_distance)) + \
+                0.5 * min(max(rise / cfg.lift_height, 0.0), 1.0)
         reward = (0.0 if success else shaped - 1.0) if cfg.reward == "dense" else float(success)
         return reward, bool(success), {"distance": distance, "tcp_to_cube": tcp_to_cube}
 
