@@ -35,8 +35,10 @@ class NodeProcess:
     """`python -m hilserl <command> --ros-args -p k:=v ...` with its output captured to a log file."""
 
     def __init__(self, command: str, params: dict[str, object], env: dict[str, str], log_dir: Path,
-                 name: str | None = None, extra_args: list[str] | None = None, stdin: int | None = None):
-        args = [sys.executable, "-m", "hilserl", command, *(extra_args or []), "--ros-args"]
+                 name: str | None = None, extra_args: list[str] | None = None, stdin: int | None = None,
+                 prefix: list[str] | None = None):
+        # prefix: e.g. ["ip", "netns", "exec", NS] runs the node on another (namespaced) host
+        args = [*(prefix or []), sys.executable, "-m", "hilserl", command, *(extra_args or []), "--ros-args"]
         for key, value in params.items():
             args += ["-p", f"{key}:={format_param(value)}"]
         self.name = name or command
