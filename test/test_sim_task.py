@@ -10,7 +10,7 @@ from hilserl.robot import HOME, JOINT_LOWER, JOINT_UPPER, JOINTS
 pytest.importorskip("genesis")
 
 from hilserl.sim.expert import ScriptedExpert  # noqa: E402
-from hilserl.sim.task import LIMIT_TOLERANCE, PandaTask, TaskConfig, action_to_targets  # noqa: E402
+from hilserl.sim.task import LIMIT_TOLERANCE, PandaTask, TaskConfig, action_to_targets, variant_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +167,14 @@ def test_config_errors_are_clear():
         TaskConfig(control_dt=0.105)
     with pytest.raises(ValueError, match="num_cameras"):
         TaskConfig(num_cameras=9)
+    with pytest.raises(ValueError, match="unknown task variant 'hard'"):
+        variant_config("hard")
+
+
+def test_easy_variant_fixes_the_scene_and_explicit_fields_win():
+    assert variant_config("standard") == TaskConfig()
+    easy = variant_config("easy", task="reach", episode_steps=30)
+    assert easy.cube_x_range[0] == easy.cube_x_range[1] and easy.cube_y_range[0] == easy.cube_y_range[1]
+    assert easy.start_joint_noise == 0.0 and easy.light_jitter == 0.0 and easy.episode_steps == 30
+    assert easy.success_radius > TaskConfig().success_radius
+    assert variant_config("easy", success_radius=0.05).success_radius == 0.05

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hilserl.sim.task import TASKS, VARIANTS  # plain data; Genesis loads only when a task is built
 from hilserl.weights.checkpoint import load_inference_policy, read_config_file
 from hilserl.weights.codec import WeightsError
 
@@ -34,8 +35,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode k uses seed + k")
     p.add_argument("--deterministic", action="store_true", help="the policy's mean action (default: sampled, as "
                    "an actor with deterministic:=false acts)")
-    p.add_argument("--task", choices=("reach", "push", "lift"), help="default: the task the checkpoint was trained on")
-    p.add_argument("--variant", choices=("standard", "easy"), default="standard",
+    p.add_argument("--task", choices=TASKS, help="default: the task the checkpoint was trained on")
+    p.add_argument("--variant", choices=tuple(VARIANTS), default="standard",
                    help="task variant (see hilserl.sim.task): easy = fixed cube, start pose and lighting")
     p.add_argument("--episode-steps", type=int, default=50, help="time limit per episode")
     p.add_argument("--video", help="write the camera view of every episode to this .gif or .mp4")
