@@ -312,7 +312,10 @@ class ActorNode(Node):
             self.max_episode_steps > 0 and self.recorder.stats.steps >= self.max_episode_steps)
         success = bool(info and info["success"]) or label == "success"
         summary = self.recorder.outcome(reward, terminated, truncated, success, next_frames=newest, next_state=q)
-        if summary is None and label is not None:  # labelled before any action of this episode
+        if summary is None and label is not None:  # labelled with no action awaiting its outcome
+            if self.recorder.stats.steps == 0:  # nothing happened in this episode yet: no episode to label
+                self.get_logger().warning(f"{label} label ignored: the episode has no steps yet")
+                return False
             summary = self.recorder.end_episode(success)
         if summary is None:
             return False
