@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-_next_domain = [0]
+_claimed_domains: list[tuple[int, int]] = []  # (domain, fd holding its lock), oldest first
 
 
 def unique_domain_id() -> int:
-    """A ROS_DOMAIN_ID no other test of this run (or a parallel run, by pid) uses. Valid range: 0..101."""
-    _next_domain[0] += 1
-    return 1 + (os.getpid() * 7 + _next_domain[0]) % 100
+    """A ROS_DOMAIN_ID (1..100) that no other test of this run, nor any concurrent run on this machine, uses.
+
+    Two runs sharing a domain would share learners and actors (one learner acking another's stream), so each
+    domain is claimed with an exclusive lock on a file in the temp directory, held until this process exits.
+    Should every domain be taken, the one this process claimed first is reused (or, holding none, any).
+    """
+    mine = {domain for domain, _ in _claimed_domains}
+    start = os.getpid() * 7 + len(_claimed_domains)
+    for i in range(100):
+        domain = 1 + (start + i) % 100
+        if domain in mine:
+            continue
+        path = Path(tempfile.gettempdir()) / f"hilserl-ros-domain-{domain}.lock"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError:  # e.g. created by another user with a restrictive umask: treat as taken
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _claimed_domains.append((domain, fd))
+        return domain
+    if not _claimed_domains:
+        return 1 + start % 100
+    _claimed_domains.append(_claimed_domains.pop(0))
+    return _claimed_domains[-1][0]
 
 
 def ros_env(domain_id: int, **extra: str) -> dict[str, str]:
