@@ -49,6 +49,13 @@ def unique_domain_id() -> int:
     return _claimed_domains[-1][0]
 
 
+def init_checkpoint(out: Path, policy: str = "drqv2", *options: str) -> dict:
+    """A freshly initialised checkpoint through the real CLI; its JSON report plus "path"."""
+    result = subprocess.run([sys.executable, "-m", "hilserl", "init-checkpoint", "--policy", policy,
+                             "--out", str(out), *options], capture_output=True, text=True, cwd=REPO, check=True)
+    return json.loads(result.stdout) | {"path": str(out)}
+
+
 def ros_env(domain_id: int, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(ROS_DOMAIN_ID=str(domain_id), RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1",

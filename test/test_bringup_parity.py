@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from hilserl import graph
-from rosutil import REPO, Probe, ros_env, unique_domain_id, wait_for
+from rosutil import REPO, init_checkpoint, Probe, ros_env, unique_domain_id, wait_for
 
 LAUNCH_FILE = REPO / "launch" / "bringup.launch.py"
 # ExecuteProcess options the launch file may pass to Node besides the Node-specific ones.
@@ -173,10 +173,7 @@ def parse_command(argv: list[str]) -> dict:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("ckpt")
-    subprocess.run([sys.executable, "-m", "hilserl", "init-checkpoint", "--policy", "drqv2", "--seed", "3",
-                    "--out", str(path)], check=True, cwd=REPO, capture_output=True)
-    return str(path)
+    return init_checkpoint(tmp_path_factory.mktemp("ckpt"), "drqv2", "--seed", "3")["path"]
 
 
 # -- parity ----------------------------------------------------------------------------------------

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import pickle
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
 from hilserl.nodes.diagnostics import ERROR, OK, WARN, RateMeter, Report, format_value, to_status
-from rosutil import REPO, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
+from rosutil import init_checkpoint, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
 
 STARTUP = 90.0
 
@@ -45,10 +43,7 @@ def test_status_conversion():
 # -- real processes --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> dict:
-    path = tmp_path_factory.mktemp("ckpt")
-    out = subprocess.run([sys.executable, "-m", "hilserl", "init-checkpoint", "--policy", "drqv2", "--seed", "5",
-                          "--out", str(path)], capture_output=True, text=True, cwd=REPO, check=True).stdout
-    return json.loads(out) | {"path": str(path)}
+    return init_checkpoint(tmp_path_factory.mktemp("ckpt"), "drqv2", "--seed", "5")
 
 
 class Monitor:

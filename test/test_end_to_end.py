@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from rosutil import REPO, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
+from rosutil import REPO, init_checkpoint, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
 
 SHIPPED = REPO / "checkpoints" / "reach"
 EPISODES = 4
@@ -67,9 +67,7 @@ def test_shipped_checkpoint_succeeds_through_ros_like_direct_run(tmp_path):
 
 
 def test_fresh_checkpoint_does_clearly_worse_through_ros(tmp_path):
-    fresh = tmp_path / "fresh"
-    subprocess.run([sys.executable, "-m", "hilserl", "init-checkpoint", "--policy", "drqv2", "--seed", "5",
-                    "--out", str(fresh)], check=True, cwd=REPO, capture_output=True)
-    through_ros, _ = ros_loop_success(tmp_path, str(fresh))
+    fresh = init_checkpoint(tmp_path / "fresh", "drqv2", "--seed", "5")["path"]
+    through_ros, _ = ros_loop_success(tmp_path, fresh)
     print(f"fresh checkpoint through ROS: {through_ros:.0%}")
     assert through_ros <= 0.25, f"an untrained policy succeeded {through_ros:.0%} of episodes"

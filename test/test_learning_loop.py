@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from sensor_msgs.msg import Joy
 
-from rosutil import REPO, wait_for
+from rosutil import init_checkpoint, wait_for
 from test_diagnostics import Monitor
 from test_weight_sync import STARTUP, Rig, camera_image, graph  # noqa: F401  (the same rig and fixtures)
 from hilserl.robot import JOINTS
@@ -23,10 +21,7 @@ LEARNER = {"batch_size": 8, "warmup_transitions": 24, "utd_ratio": 0.5, "publish
 
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("ckpt_small")
-    subprocess.run([sys.executable, "-m", "hilserl", "init-checkpoint", "--policy", "drqv2", "--seed", "4",
-                    "--hidden-dim", "64", "--out", str(path)], check=True, cwd=REPO, capture_output=True)
-    return str(path)
+    return init_checkpoint(tmp_path_factory.mktemp("ckpt_small"), "drqv2", "--seed", "4", "--hidden-dim", "64")["path"]
 
 
 def status(store) -> dict:
@@ -81,6 +76,7 @@ def test_killed_actor_loses_nothing_it_recorded(graph, small_checkpoint, tmp_pat
     """Acks stop (learner frozen), the actor is killed -9 with batches unacknowledged; its successor resends them."""
     import os
 
+    from hilserl.nodes.transitions import safe_name
     from hilserl.replay.wire import decode_transitions
 
     rig: Rig = graph.rig
@@ -104,6 +100,6 @@ def test_killed_actor_loses_nothing_it_recorded(graph, small_checkpoint, tmp_pat
     graph("actor", {"max_episode_steps": 10, "spill_dir": str(spill), "control_hz": 20.0, "transition_batch": 4},
           name="actor2")
     stored = wait_for(lambda: (s := status(rig.learner_status).get("stored_through", {})).get(old_stream) == last_seq
-                      and not (spill / old_stream.strip("/").replace("#", "_")).exists() and s,
+                      and not (spill / safe_name(old_stream)).exists() and s,
                       2 * STARTUP, f"batches 1..{last_seq} of the killed actor stored", graph.procs)
     assert stored[old_stream] == last_seq >= 3  # every batch the killed actor recorded, none skipped

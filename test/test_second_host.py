@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from rosutil import REPO, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
+from rosutil import REPO, init_checkpoint, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
 from test_diagnostics import Monitor
 
 STARTUP = 240.0  # two nodes plus a Genesis sim start on 2 shared cores; only a failing run waits this long
@@ -146,11 +146,8 @@ def scenario(host: SecondHost, tmp_path: Path) -> None:
     here = ros_env(domain, **UDP_ONLY, ROS_STATIC_PEERS=host.peer_addr)
     there = ros_env(domain, **UDP_ONLY, ROS_STATIC_PEERS=host.host_addr)
 
-    checkpoint = tmp_path / "ckpt"
-    init = subprocess.run([sys.executable, "-m", "hilserl", "init-checkpoint", "--policy", "drqv2", "--seed", "4",
-                           "--hidden-dim", "64", "--image-size", "48", "--out", str(checkpoint)], check=True,
-                          cwd=REPO, capture_output=True, text=True)
-    checkpoint_digest = json.loads(init.stdout)["inference_digest"]
+    made = init_checkpoint(tmp_path / "ckpt", "drqv2", "--seed", "4", "--hidden-dim", "64", "--image-size", "48")
+    checkpoint, checkpoint_digest = made["path"], made["inference_digest"]
 
     probe = Probe(domain)
     history = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)

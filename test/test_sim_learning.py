@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from rosutil import REPO, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
+from rosutil import REPO, init_checkpoint, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
 from test_diagnostics import Monitor
 
 STARTUP = 240.0  # Genesis compiles its kernels on a machine's first scene build (~75 s)
@@ -68,10 +68,8 @@ def sim_graph(tmp_path):
     graph.close()
 
 
-def init_checkpoint(path, *extra: str) -> str:
-    subprocess.run([sys.executable, "-m", "hilserl", "init-checkpoint", "--policy", "drqv2", "--image-size",
-                    str(IMAGE_SIZE), "--out", str(path), *extra], check=True, cwd=REPO, capture_output=True)
-    return str(path)
+def fresh_checkpoint(path, *options: str) -> str:
+    return init_checkpoint(path, "drqv2", "--image-size", str(IMAGE_SIZE), *options)["path"]
 
 
 def journalled(state_dir) -> list:
@@ -83,7 +81,7 @@ def journalled(state_dir) -> list:
 
 
 def test_teleop_interventions_train_and_actor_takes_up_newer_weights(sim_graph, tmp_path):
-    checkpoint = init_checkpoint(tmp_path / "ckpt", "--seed", "3", "--hidden-dim", "64")
+    checkpoint = fresh_checkpoint(tmp_path / "ckpt", "--seed", "3", "--hidden-dim", "64")
     state_dir = tmp_path / "learner"
     g = sim_graph
     g.start("sim", {"lockstep": True, "image_size": IMAGE_SIZE, "episode_steps": 40})
@@ -150,7 +148,7 @@ def evaluate(checkpoint: str) -> dict:
 
 
 def test_lockstep_learning_improves_a_fresh_policy(sim_graph, tmp_path):
-    fresh = init_checkpoint(tmp_path / "fresh", "--seed", "0", "--state-dim", "8", "--hidden-dim", "256",
+    fresh = fresh_checkpoint(tmp_path / "fresh", "--seed", "0", "--state-dim", "8", "--hidden-dim", "256",
                             "--stddev-schedule", "0.3")
     before = evaluate(fresh)
     state_dir = tmp_path / "learner"

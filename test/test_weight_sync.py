@@ -22,7 +22,7 @@ from hilserl.robot import ACTION_SCALE, HOME, JOINT_LOWER, JOINT_UPPER, JOINTS
 from hilserl.weights.checkpoint import load_inference_policy
 from hilserl.weights.codec import encode_weights
 from hilserl.weights.loader import module_digests
-from rosutil import REPO, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
+from rosutil import REPO, init_checkpoint, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
 
 STARTUP = 60.0  # a node process imports torch and rclpy, then discovers its peers
 
@@ -32,11 +32,7 @@ def checkpoints(tmp_path_factory) -> dict[str, dict]:
     """Two DrQ-v2 checkpoints (different seeds, so different encoders) and a SAC one, via the real CLI."""
     out = {}
     for name, policy, seed in (("a", "drqv2", 1), ("b", "drqv2", 2), ("sac", "sac", 3)):
-        path = tmp_path_factory.mktemp(f"ckpt_{name}")
-        result = subprocess.run([sys.executable, "-m", "hilserl", "init-checkpoint", "--policy", policy,
-                                 "--seed", str(seed), "--out", str(path)], capture_output=True, text=True, cwd=REPO,
-                                check=True)
-        out[name] = json.loads(result.stdout) | {"path": str(path)}
+        out[name] = init_checkpoint(tmp_path_factory.mktemp(f"ckpt_{name}"), policy, "--seed", str(seed))
     return out
 
 

@@ -26,7 +26,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy

@@ -98,9 +98,9 @@ def parse_schedule(schedule: str | float, step: int) -> float:
     if text.startswith("linear(") and text.endswith(")"):
         try:
             init, final, duration = (float(v) for v in text[len("linear("):-1].split(","))
-        except ValueError:
-            init = final = duration = None
-        if duration is not None and duration > 0:
+        except ValueError:  # not three numbers
+            duration = 0.0
+        if duration > 0:
             mix = min(max(step / duration, 0.0), 1.0)
             return (1.0 - mix) * init + mix * final
     raise ValueError(f"cannot parse schedule {schedule!r}; use a number or 'linear(init,final,steps)'")

@@ -37,8 +37,8 @@ pose jitter are all `TaskConfig` fields, drawn per episode from the reset seed.
 Variants (`variant_config(name, **fields)`): "standard" is the task as above; "easy" removes what makes a
 task slow to learn from scratch: the cube always at the workspace centre with no yaw, the same start pose
 and lighting every episode, success within 8 cm instead of 4, dense reward felt from twice as far, and
-(reach) a target 15 cm above the cube, ~0.2 m from the start pose instead of ~0.33 m. The sim node's `variant` parameter and `infer --sim --variant`
-select one.
+(reach) a target 15 cm above the cube, ~0.2 m from the start pose instead of ~0.33 m. The sim node's
+`variant` parameter and `infer --sim --variant` select one.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ import numpy as np
 
 from hilserl.robot import HOME, JOINT_LOWER, JOINT_UPPER, JOINTS, action_to_targets
 
-__all__ = ["TASKS", "VARIANTS", "TaskConfig", "variant_config", "Observation", "StepResult", "PandaTask", "action_to_targets", "init_genesis"]
+__all__ = ["TASKS", "VARIANTS", "TaskConfig", "variant_config", "Observation", "StepResult", "PandaTask",
+           "action_to_targets", "init_genesis"]
 
 TASKS = ("reach", "push", "lift")
 N_COMMANDS = len(JOINTS)  # 7 arm joints + 1 finger command
@@ -348,22 +349,24 @@ class PandaTask:
 
     def _evaluate(self, obs: Observation, env: int) -> tuple[float, bool, dict]:
         cfg = self.config
+
+        def closeness(d: float) -> float:  # 1 at d = 0, falling off over shaping_distance
+            return 1.0 - math.tanh(d / cfg.shaping_distance)
+
         tcp_to_cube = float(np.linalg.norm(obs.ee_position - obs.cube_position))
         if cfg.task == "reach":
             distance = float(np.linalg.norm(obs.ee_position - obs.target_position))
             success = distance < cfg.success_radius
-            shaped = 1.0 - math.tanh(distance / cfg.shaping_distance)
+            shaped = closeness(distance)
         elif cfg.task == "push":
             distance = float(np.linalg.norm(obs.cube_position[:2] - obs.target_position[:2]))
             success = distance < cfg.success_radius
-            shaped = 0.5 * (1.0 - math.tanh(tcp_to_cube / cfg.shaping_distance)) + \
-                0.5 * (1.0 - math.tanh(distance / cfg.shaping_distance))
+            shaped = 0.5 * closeness(tcp_to_cube) + 0.5 * closeness(distance)
         else:
             rise = float(obs.cube_position[2] - cfg.cube_size / 2)
             distance = max(cfg.lift_height - rise, 0.0)
             success = rise >= cfg.lift_height and tcp_to_cube < cfg.cube_size
-            shaped = 0.5 * (1.0 - math.tanh(tcp_to_cube / cfg.shaping_distance)) + \
-                0.5 * min(max(rise / cfg.lift_height, 0.0), 1.0)
+            shaped = 0.5 * closeness(tcp_to_cube) + 0.5 * min(max(rise / cfg.lift_height, 0.0), 1.0)
         reward = (0.0 if success else shaped - 1.0) if cfg.reward == "dense" else float(success)
         return reward, bool(success), {"distance": distance, "tcp_to_cube": tcp_to_cube}
 

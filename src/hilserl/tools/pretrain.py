@@ -190,8 +190,8 @@ class Pretrainer:
 
     def record_episode(self, episode, kind: str) -> None:
         self.progress["env_steps"] += episode.length
-        self.metrics.log(self.progress["episodes"], {f"episode/return": episode.episode_return,
-                                                     f"episode/success": float(episode.success),
+        self.metrics.log(self.progress["episodes"], {"episode/return": episode.episode_return,
+                                                     "episode/success": float(episode.success),
                                                      f"{kind}/episode_length": episode.length})
 
     def collect_demos(self) -> None:
