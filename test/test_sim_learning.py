@@ -149,7 +149,7 @@ def evaluate(checkpoint: str) -> dict:
 
 def test_lockstep_learning_improves_a_fresh_policy(sim_graph, tmp_path):
     fresh = fresh_checkpoint(tmp_path / "fresh", "--seed", "0", "--state-dim", "8", "--hidden-dim", "256",
-                            "--stddev-schedule", "0.3")
+                             "--stddev-schedule", "0.3")
     before = evaluate(fresh)
     state_dir = tmp_path / "learner"
     g = sim_graph
