@@ -314,6 +314,7 @@ def publish_sensors(probe: Probe, namespaces: list[str]):
 
 def test_bringup_two_actors_runs_episodes_then_stops_everything(checkpoint, tmp_path):
     """Hardware mode, two arms: namespaces, remappings and parameter files as rcl applies them."""
+    from rcl_interfaces.msg import Log
     from rclpy.parameter_client import AsyncParameterClient
     from std_msgs.msg import Float64MultiArray
 
@@ -326,6 +327,7 @@ def test_bringup_two_actors_runs_episodes_then_stops_everything(checkpoint, tmp_
                        f"run_dir:={run_dir}", "--episodes", "30"], ros_env(domain), tmp_path / "bringup.log")
     commands = {i: probe.subscribe(Float64MultiArray, f"/actor_{i}/forward_position_controller/commands", 10)
                 for i in (0, 1)}
+    rosout = probe.subscribe(Log, "/rosout", 1000)
     timers = []
     try:
         wait_for(lambda: "starting 2 actor(s)" in bringup.log(), STARTUP, "the learner's weights", [bringup])
@@ -352,6 +354,9 @@ def test_bringup_two_actors_runs_episodes_then_stops_everything(checkpoint, tmp_
         timers.append(publish_sensors(probe, ["/actor_0"]))
         wait_for(lambda: commands[0], STARTUP, "actor_0 commanding before the episodes run out", [bringup])
         bringup.proc.wait(timeout=STARTUP)
+        # The learner's close() ran before ROS shut down: its last words reached /rosout.
+        wait_for(lambda: any(m.name == "learner" and "training state saved" in m.msg for _, m in rosout), 10,
+                 "the learner's shutdown message on /rosout")
     finally:
         for timer in timers:
             probe.node.destroy_timer(timer)

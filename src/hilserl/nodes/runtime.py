@@ -4,33 +4,46 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from hilserl.nodes.dds import configure_transport
 
 
 def run_node(make_node: Callable[[list[str]], object], argv: list[str]) -> int:
-    """`python -m hilserl <node> [--ros-args ...]`: build the node, spin until SIGINT/SIGTERM."""
+    """`python -m hilserl <node> [--ros-args ...]`: build the node, spin until SIGINT/SIGTERM.
+
+    A signal stops the spinning, not ROS: the node's `close()` (the learner saves its training state) then
+    runs with the context alive, so what it logs still reaches /rosout and it can still publish.
+    """
     configure_transport()  # before the first participant exists; respects a user's own Fast DDS settings
     keep_large_buffers()
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     args = [sys.argv[0], *argv]
-    rclpy.init(args=args)
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     node = None
+    executor = SingleThreadedExecutor()
     try:
         node = make_node(rclpy.utilities.remove_ros_args(args)[1:])
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)  # the timeout bounds how long a signal waits to be seen
+    except (KeyboardInterrupt, ExternalShutdownException):  # KeyboardInterrupt: a node asking to quit
         pass
     finally:
         if node is not None:
             close = getattr(node, "close", None)
             if close:
                 close()
+            executor.remove_node(node)
             node.destroy_node()
+        executor.shutdown()
         rclpy.try_shutdown()
     return 0
 
