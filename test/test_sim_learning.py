@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -147,6 +148,11 @@ def evaluate(checkpoint: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def latest_successes(actor: NodeProcess, count: int) -> list[bool]:
+    """The success flags of the actor's last `count` finished episodes, from its log."""
+    return [flag == "True" for flag in re.findall(r"episode \d+ done: success=(True|False)", actor.log())][-count:]
+
+
 def test_lockstep_learning_improves_a_fresh_policy(sim_graph, tmp_path):
     fresh = fresh_checkpoint(tmp_path / "fresh", "--seed", "0", "--state-dim", "8", "--hidden-dim", "256",
                              "--stddev-schedule", "0.3")
@@ -159,13 +165,15 @@ def test_lockstep_learning_improves_a_fresh_policy(sim_graph, tmp_path):
     learner = g.start("learner", {"checkpoint": fresh, "state_dir": str(state_dir), "batch_size": 128,
                                   "warmup_transitions": 300, "utd_ratio": 1.0, "gamma": 0.9,
                                   "publish_every_updates": 50, "checkpoint_every_updates": 100_000})
-    g.start("actor", ACTOR | {"spill_dir": str(tmp_path / "spill")})
+    actor_proc = g.start("actor", ACTOR | {"spill_dir": str(tmp_path / "spill")})
     trained = wait_for(lambda: (s := g.learner()).get("learner_step", 0) >= LEARN_UPDATES and s, LEARN_TIMEOUT,
                        f"{LEARN_UPDATES} learner updates", g.procs, interval=1.0)
     # The actor's own episodes show it too, once its last 20 ran on trained weights (training goes on meanwhile).
+    # Its newest 10 must also succeed, so the stop below saves weights the actor is doing well with now, not ones
+    # that just fell away from a success streak still counted in the last 20.
     actor = wait_for(lambda: (a := g.monitor.latest("actor")["values"])["success_rate_last_20"] not in ("", None)
-                     and float(a["success_rate_last_20"]) >= 0.5 and a, 300, "the actor's episodes to succeed",
-                     g.procs, interval=1.0)
+                     and float(a["success_rate_last_20"]) >= 0.5 and sum(latest_successes(actor_proc, 10)) >= 8
+                     and a, 300, "the actor's episodes to succeed", g.procs, interval=1.0)
     learner.stop(signal.SIGINT, timeout=60)  # a clean stop saves the training state and the trained checkpoint
     assert "training state saved" in learner.log()
     after = evaluate(str(state_dir / "checkpoint"))
