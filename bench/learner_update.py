@@ -1,16 +1,18 @@
-"""Learner update benchmark: DrQ-v2 updates/s at batch 256, 84x84, 3 stacked frames, on this CPU.
+"""Learner update benchmark: updates/s at batch 256, 84x84, 3 stacked frames, on one device.
 
 In one run:
-  plain     DrQ-v2's update written out plainly in this file (float32, NCHW, bilinear grid_sample shift
-            augmentation, every gradient autograd offers), as facebookresearch/drqv2 structures it
+  plain     DrQ-v2's update written out plainly (hilserl/policies/reference.py: float32, NCHW, bilinear
+            grid_sample shift augmentation, every gradient autograd offers), as facebookresearch/drqv2
+            structures it
   hilserl   `DrQV2Agent.update` with the default `SpeedSettings` (hilserl/policies/speed.py)
-First the losses: both start from the same weights, batch, augmentation shifts and noise (same seed),
-and the fast path's critic/actor losses must lie within LOSS_RTOL of the plain ones. Then the speed:
-plain and hilserl updates alternate, so load from other processes on the shared CPU hits both alike;
-the ratio of medians is compared with TARGET_RATIO. `--ablate` also times settings one at a time.
-Exits 1 when the losses are out of tolerance; the ratio is reported, not enforced (the CPU is shared).
+  sac       `SACAgent.update` on the same batch (no plain SAC here: reported for its cost beside DrQ-v2)
+First the losses: plain and hilserl start from the same weights, batch, augmentation shifts and noise (same
+seed), and the fast path's critic/actor losses must lie within LOSS_RTOL of the plain ones. Then the speed:
+the updates alternate, so load from other processes on a shared CPU hits all alike; the ratio of medians is
+compared with TARGET_RATIO. `--ablate` also times settings one at a time. Exits 1 when the losses are out of
+tolerance; the ratio is reported, not enforced (the CPU may be shared).
 
-    .venv/bin/python bench/learner_update.py [--rounds 6] [--ablate] [--batch 256]
+    .venv/bin/python bench/learner_update.py [--rounds 6] [--ablate] [--batch 256] [--device auto]
 """
 
 from __future__ import annotations
@@ -27,179 +29,36 @@ from pathlib import Path
 if __name__ == "__main__":
     # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a CPU shared with other
     # processes, spinning threads steal the core their partner needs and every parallel region waits for a
-    # descheduled thread (measured: 2 threads 3x slower than 1 under load). Applies to both implementations.
+    # descheduled thread (measured: 2 threads 3x slower than 1 under load). Applies to every variant.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from hilserl.policies.batch import Batch  # noqa: E402
-from hilserl.policies.config import PolicyConfig, parse_schedule  # noqa: E402
-from hilserl.policies.drqv2 import DrQV2Agent  # noqa: E402
+from hilserl.policies.config import PolicyConfig  # noqa: E402
+from hilserl.policies.device import resolve_device  # noqa: E402
+from hilserl.policies.reference import pair, synthetic_batch  # noqa: E402
+from hilserl.policies.sac import SACAgent  # noqa: E402
 from hilserl.policies.speed import SpeedSettings  # noqa: E402
 
-TARGET_RATIO = 3.0
+TARGET_RATIO = 5.0
 LOSS_RTOL = 2e-2  # bf16 vs float32, relative, on the first update from identical weights
 LOSS_RTOL_FP32 = 1e-4  # the fast path with bf16 off vs the plain update
 DRIFT = 5  # later updates also carry the earlier updates' rounding: allowed DRIFT x the tolerance
 BATCH = 256
 
 
-# --- the plain reference: one DrQ-v2 update, straightforwardly --------------------------------------
-
-class RandomShiftsAug(nn.Module):
-    """DrQ's augmentation: replicate-pad, then resample at a random integer offset with grid_sample."""
-
-    def __init__(self, pad: int):
-        super().__init__()
-        self.pad = pad
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        x = F.pad(x, (self.pad,) * 4, mode="replicate")
-        eps = 1.0 / (h + 2 * self.pad)
-        arange = torch.linspace(-1.0 + eps, 1.0 - eps, h + 2 * self.pad)[:h]
-        arange = arange.unsqueeze(0).repeat(h, 1).unsqueeze(2)
-        base_grid = torch.cat([arange, arange.transpose(1, 0)], dim=2).unsqueeze(0).repeat(n, 1, 1, 1)
-        # (x, y) offsets, drawn as one [n, 2] tensor like hilserl.policies.augment.sample_shifts
-        shift = torch.randint(0, 2 * self.pad + 1, size=(n, 2)).view(n, 1, 1, 2)
-        grid = base_grid + shift.float() * (2.0 / (h + 2 * self.pad))
-        return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
-
-
-class PlainEncoder(nn.Module):
-    def __init__(self, channels: int, ch: int):
-        super().__init__()
-        self.convnet = nn.Sequential(nn.Conv2d(channels, ch, 3, stride=2), nn.ReLU(), nn.Conv2d(ch, ch, 3), nn.ReLU(),
-                                     nn.Conv2d(ch, ch, 3), nn.ReLU(), nn.Conv2d(ch, ch, 3), nn.ReLU())
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.convnet(obs / 255.0 - 0.5).flatten(1)
-
-
-def plain_mlp(in_dim: int, hidden: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, out))
-
-
-class PlainActor(nn.Module):
-    def __init__(self, repr_dim: int, feature_dim: int, hidden: int, action_dim: int):
-        super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
-        self.policy = plain_mlp(feature_dim, hidden, action_dim)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.policy(self.trunk(obs))
-
-
-class PlainCritic(nn.Module):
-    def __init__(self, repr_dim: int, feature_dim: int, hidden: int, action_dim: int):
-        super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
-        self.q1 = plain_mlp(feature_dim + action_dim, hidden, 1)
-        self.q2 = plain_mlp(feature_dim + action_dim, hidden, 1)
-
-    def forward(self, obs: torch.Tensor, action: torch.Tensor):
-        h = torch.cat([self.trunk(obs), action], dim=-1)
-        return self.q1(h), self.q2(h)
-
-
-class PlainDrQV2:
-    """Pixels-only DrQ-v2 with hilserl's losses (tanh mean + clipped noise, clamped to [-1, 1])."""
-
-    def __init__(self, config: PolicyConfig, lr: float = 1e-4, tau: float = 0.01, pad: int = 4):
-        c = config
-        side = (c.image_size - 3) // 2 + 1 - 6
-        repr_dim = c.encoder_channels * side * side
-        args = (repr_dim, c.feature_dim, c.hidden_dim, c.action_dim)
-        self.config, self.tau = config, tau
-        self.aug = RandomShiftsAug(pad)
-        self.encoder = PlainEncoder(c.image_channels, c.encoder_channels)
-        self.actor, self.critic, self.critic_target = PlainActor(*args), PlainCritic(*args), PlainCritic(*args)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=lr)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
-
-    def load_from(self, agent: DrQV2Agent) -> None:
-        self.encoder.load_state_dict(agent.inference.encoder.state_dict())
-        self.actor.load_state_dict(agent.inference.actor.state_dict())
-        self.critic.load_state_dict(agent.critic.state_dict())
-        self.critic_target.load_state_dict(agent.critic_target.state_dict())
-
-    def update(self, batch: Batch, step: int) -> dict[str, float]:
-        obs = self.aug(batch.pixels.float())
-        next_obs = self.aug(batch.next_pixels.float())
-        obs = self.encoder(obs)
-        with torch.no_grad():
-            next_obs = self.encoder(next_obs)
-        std = parse_schedule(self.config.stddev_schedule, step)
-        clip = self.config.stddev_clip
-
-        with torch.no_grad():
-            mu = self.actor(next_obs)
-            next_action = (torch.tanh(mu) + (torch.randn_like(mu) * std).clamp(-clip, clip)).clamp(-1.0, 1.0)
-            target_q1, target_q2 = self.critic_target(next_obs, next_action)
-            target_q = batch.reward + batch.discount * torch.min(target_q1, target_q2)
-        q1, q2 = self.critic(obs, batch.action)
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        self.encoder_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-        self.encoder_opt.step()
-
-        obs = obs.detach()
-        mu = self.actor(obs)
-        action = (torch.tanh(mu) + (torch.randn_like(mu) * std).clamp(-clip, clip)).clamp(-1.0, 1.0)
-        q1a, q2a = self.critic(obs, action)
-        actor_loss = -torch.min(q1a, q2a).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
-
-        with torch.no_grad():
-            for t, s in zip(self.critic_target.parameters(), self.critic.parameters()):
-                t.data.copy_(self.tau * s.data + (1 - self.tau) * t.data)
-        return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item()}
-
-
-# --- the benchmark -------------------------------------------------------------------------------
-
-def synthetic_batch(config: PolicyConfig, n: int, seed: int = 0) -> Batch:
-    """Smooth random images (so that shifts change them) and random transitions."""
-    g = torch.Generator().manual_seed(seed)
-    side = config.image_size
-
-    def images() -> torch.Tensor:
-        coarse = torch.rand(n, config.image_channels, side // 6, side // 6, generator=g)
-        return (F.interpolate(coarse, size=(side, side), mode="bilinear") * 255).to(torch.uint8)
-
-    return Batch(pixels=images(), next_pixels=images(),
-                 action=torch.rand(n, config.action_dim, generator=g) * 2 - 1,
-                 reward=torch.rand(n, 1, generator=g), discount=torch.full((n, 1), 0.99))
-
-
-def pair(config: PolicyConfig, speed: SpeedSettings, seed: int = 0) -> tuple[PlainDrQV2, DrQV2Agent]:
-    torch.manual_seed(seed)
-    agent = DrQV2Agent(config, speed=speed)
-    plain = PlainDrQV2(config, agent.hyper.lr, agent.hyper.critic_target_tau, agent.hyper.augment_pad)
-    plain.load_from(agent)
-    return plain, agent
-
-
 def rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-8)
 
 
-def compare_losses(config: PolicyConfig, batch: Batch, speed: SpeedSettings, updates: int, label: str,
-                   rtol: float) -> bool:
+def compare_losses(config: PolicyConfig, batch: Batch, speed: SpeedSettings, device: torch.device, updates: int,
+                   label: str, rtol: float) -> bool:
     """Same weights, batch, shifts and noise; the plain losses are the reference."""
-    plain, agent = pair(config, speed)
+    plain, agent = pair(config, speed, device=device)
     ok = True
     for step in range(updates):
         torch.manual_seed(100 + step)
@@ -217,8 +76,10 @@ def compare_losses(config: PolicyConfig, batch: Batch, speed: SpeedSettings, upd
     return ok
 
 
-def time_interleaved(runners: dict[str, Callable[[], None]], rounds: int, warmup: int) -> dict[str, list[float]]:
+def time_interleaved(runners: dict[str, Callable[[], None]], rounds: int, warmup: int,
+                     device: torch.device) -> dict[str, list[float]]:
     """Each round runs every runner once, in turn; returns seconds per update for each."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         for run in runners.values():
             run()
@@ -226,8 +87,10 @@ def time_interleaved(runners: dict[str, Callable[[], None]], rounds: int, warmup
     for r in range(rounds):
         line = []
         for name, run in runners.items():
+            sync()
             start = time.perf_counter()
             run()
+            sync()
             times[name].append(time.perf_counter() - start)
             line.append(f"{name} {1.0 / times[name][-1]:.2f}/s")
         print(f"  round {r + 1}/{rounds}: " + ", ".join(line), flush=True)
@@ -240,23 +103,27 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds (each runs every variant once)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--loss-updates", type=int, default=3)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--ablate", action="store_true", help="also time each speed setting on its own")
     args = parser.parse_args()
 
+    device = resolve_device(args.device)
     config = PolicyConfig()  # DrQ-v2, 84x84, 3 frames, 1 camera
     default = SpeedSettings.from_env()
+    bf16 = default.use_bf16(device)
+    hardware = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                else f"cpu {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads")
     print(f"learner update bench: batch {args.batch}, {config.image_size}x{config.image_size}, "
-          f"{config.frame_stack} frames; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, cpu {torch.backends.cpu.get_cpu_capability()}; "
-          f"settings {default}", flush=True)
-    batch = synthetic_batch(config, args.batch)
+          f"{config.frame_stack} frames; torch {torch.__version__} on {device} ({hardware}), "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; settings {default} (bf16 {bf16})", flush=True)
+    batch = synthetic_batch(config, args.batch).to(device)
 
     print(f"losses vs the plain float32 update (relative tolerance on the first update {LOSS_RTOL:g} with bf16, "
           f"{LOSS_RTOL_FP32:g} without; {DRIFT}x that on later updates):", flush=True)
-    ok = compare_losses(config, batch, default, args.loss_updates, "hilserl",
-                        LOSS_RTOL if default.bf16 else LOSS_RTOL_FP32)
-    if default.bf16:
-        ok &= compare_losses(config, batch, dataclasses.replace(default, bf16=False), 1, "hilserl-fp32",
+    ok = compare_losses(config, batch, default, device, args.loss_updates, "hilserl",
+                        LOSS_RTOL if bf16 else LOSS_RTOL_FP32)
+    if bf16:
+        ok &= compare_losses(config, batch, dataclasses.replace(default, bf16=False), device, 1, "hilserl-fp32",
                              LOSS_RTOL_FP32)
 
     variants = {"hilserl": default}
@@ -278,18 +145,22 @@ def main() -> int:
             torch.set_num_threads(threads)
         return run
 
-    plain, _ = pair(config, default)
+    plain, _ = pair(config, default, device=device)
     runners = {"plain": runner(plain.update, SpeedSettings(threads=0))}
     for name, speed in variants.items():
-        agent = pair(config, speed)[1]
+        agent = pair(config, speed, device=device)[1]
         if speed.compile:  # compiling happens on the first updates; report its cost, keep it out of the timing
             start = time.perf_counter()
             for step in range(2):
                 agent.update(batch, step)
             print(f"  {name}: compiled in {time.perf_counter() - start:.0f} s (first two updates)", flush=True)
         runners[name] = runner(agent.update, speed)
+    # Other learners' updates, timed beside DrQ-v2 on the same batch: SAC, and (once the learner has one)
+    # the grasp critic's update as its own entry, so its cost shows next to the agents it is added to.
+    runners["sac"] = runner(SACAgent(dataclasses.replace(config, policy="sac"), speed=default, device=device).update,
+                            default)
     print(f"timing, interleaved ({args.warmup} warm-up, {args.rounds} timed rounds):", flush=True)
-    times = time_interleaved(runners, args.rounds, args.warmup)
+    times = time_interleaved(runners, args.rounds, args.warmup, device)
 
     rate = {name: 1.0 / statistics.median(t) for name, t in times.items()}
     print("updates/s (median of rounds):")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -19,3 +19,10 @@ class Batch:
 
     def __len__(self) -> int:
         return self.pixels.shape[0]
+
+    def to(self, device: torch.device) -> Batch:
+        """The same batch on `device` (itself when already there); pinned CPU memory copies asynchronously."""
+        if self.pixels.device == device:
+            return self
+        return Batch(**{f.name: None if getattr(self, f.name) is None else
+                        getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})

@@ -4,8 +4,14 @@ The encoder is trained end to end through the critic loss only; the actor reads 
 That is why an actor that receives only the actor head behaves like an untrained policy: the
 encoder it reads through is the thing that learned to see. `InferencePolicy` keeps them together.
 
-The update is the plain one, run fast on a CPU as `speed.py` describes: integer-shift augmentation on
-uint8, bfloat16 autocast with float32 losses and weights, and no gradients the update does not use.
+As facebookresearch/drqv2 does it: the target action is the mean plus noise clipped to +-stddev_clip,
+clamped to [-1, 1]; the actor loss clamps its noisy action the same way but straight through (the value
+is clamped, the gradient passes), so an action at the bound still learns. Acting adds unclipped noise
+(inference.py), and a fresh policy acts uniformly at random for its first exploration steps.
+
+The update is the plain one, run fast as `speed.py` describes: integer-shift augmentation on uint8,
+bfloat16 autocast with float32 losses and weights, and no gradients the update does not use. It runs on
+the agent's device; batches are moved there.
 """
 
 from __future__ import annotations
@@ -16,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hilserl.policies.augment import sample_shifts, shift_images
+from hilserl.policies.actor_critic import clamp_straight_through, head_inputs, shifted_pixels, soft_update, twin_critics
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig, parse_schedule
-from hilserl.policies.inference import InferencePolicy, init_weights, mlp
-from hilserl.policies.speed import SpeedSettings, encode, read_only
+from hilserl.policies.inference import InferencePolicy
+from hilserl.policies.speed import SpeedSettings, read_only
 
 
 @dataclass
@@ -30,76 +36,17 @@ class DrQV2Hyper:
     augment_pad: int = 4
 
 
-def q_value(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Hidden layers at the autocast precision, the last layer in float32: a bfloat16 Q value would carry
-    ~0.4% error, as large as the TD errors of a trained critic."""
-    hidden = net[:-1](x)
-    with torch.autocast(x.device.type, enabled=False):
-        return net[-1](hidden.float())
-
-
-class Critic(nn.Module):
-    """Twin Q networks on a trunk of their own (Linear + LayerNorm + Tanh)."""
-
-    def __init__(self, config: PolicyConfig, repr_dim: int):
-        super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(repr_dim, config.feature_dim), nn.LayerNorm(config.feature_dim), nn.Tanh())
-        in_dim = config.feature_dim + config.state_dim + config.action_dim
-        self.q1 = mlp(in_dim, config.hidden_dim, 1)
-        self.q2 = mlp(in_dim, config.hidden_dim, 1)
-        self.apply(init_weights)
-
-    def forward(self, features: torch.Tensor, state: torch.Tensor | None, action: torch.Tensor):
-        h = self.trunk(features)
-        parts = [h] if state is None else [h, state.to(h.dtype)]
-        x = torch.cat(parts + [action.to(h.dtype)], dim=-1)
-        return q_value(self.q1, x), q_value(self.q2, x)
-
-
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    with torch.no_grad():
-        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
-def shifted_pixels(batch: Batch, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both observations, augmented; shifts drawn for `pixels` first, then `next_pixels`."""
-    if batch.pixels.dtype != torch.uint8 or batch.next_pixels.dtype != torch.uint8:
-        raise ValueError(f"batch pixels must be uint8 (as the replay buffer stores them), got "
-                         f"{batch.pixels.dtype} and {batch.next_pixels.dtype}")
-    n = len(batch)
-    pixels = shift_images(batch.pixels, sample_shifts(n, pad, device=batch.pixels.device), pad)
-    next_pixels = shift_images(batch.next_pixels, sample_shifts(n, pad, device=batch.pixels.device), pad)
-    return pixels, next_pixels
-
-
-def head_inputs(policy: InferencePolicy, pixels: torch.Tensor, state: torch.Tensor | None,
-                speed: SpeedSettings) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`policy.head_inputs` for the learner: augmented uint8 pixels through the fast encoder pass."""
-    features = encode(policy.encoder, pixels, speed.channels_last)
-    if policy.config.state_dim == 0:
-        return features, None
-    if state is None:
-        raise ValueError(f"this policy reads {policy.config.state_dim} state values; the batch has none")
-    return features, policy.state_norm(state.float())
-
-
-def twin_critics(config: PolicyConfig, repr_dim: int) -> tuple[Critic, Critic]:
-    """A critic and its target network, equal at the start; the target learns only by soft updates."""
-    critic, target = Critic(config, repr_dim), Critic(config, repr_dim)
-    target.load_state_dict(critic.state_dict())
-    target.requires_grad_(False)
-    return critic, target
-
-
 class DrQV2Agent(nn.Module):
-    def __init__(self, config: PolicyConfig, hyper: DrQV2Hyper | None = None, speed: SpeedSettings | None = None):
+    def __init__(self, config: PolicyConfig, hyper: DrQV2Hyper | None = None, speed: SpeedSettings | None = None,
+                 device: torch.device | str = "cpu"):
         super().__init__()
         assert config.policy == "drqv2", config.policy
         self.config, self.hyper = config, hyper or DrQV2Hyper()
+        self.device = torch.device(device)
         self.speed = speed or SpeedSettings.from_env()
         self.speed.apply_threads()
-        self.inference = InferencePolicy(config)
-        self.critic, self.critic_target = twin_critics(config, self.inference.encoder.repr_dim)
+        self.inference = InferencePolicy(config).to(self.device)
+        self.critic, self.critic_target = twin_critics(config, self.inference.encoder.repr_dim, self.device)
         lr = self.hyper.lr
         self.encoder_opt = self.speed.adam(self.inference.encoder.parameters(), lr)
         self.actor_opt = self.speed.adam(self.inference.actor.parameters(), lr)
@@ -112,8 +59,9 @@ class DrQV2Agent(nn.Module):
         return {"encoder": self.encoder_opt, "actor": self.actor_opt, "critic": self.critic_opt}
 
     def update(self, batch: Batch, step: int) -> dict[str, float]:
+        batch = batch.to(self.device)
         # Random draws in a fixed order (shifts of obs, of next obs, target noise, actor noise): with the
-        # same seed, the plain update in bench/learner_update.py sees the same augmentation and noise.
+        # same seed, the plain update in policies/reference.py sees the same augmentation and noise.
         pixels, next_pixels = shifted_pixels(batch, self.hyper.augment_pad)
         std = parse_schedule(self.config.stddev_schedule, step)
 
@@ -153,22 +101,22 @@ class DrQV2Agent(nn.Module):
 
     def _target_q(self, next_pixels: torch.Tensor, next_state: torch.Tensor | None, reward: torch.Tensor,
                   discount: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), self.speed.autocast():
+        with torch.no_grad(), self.speed.autocast(self.device):
             next_features, next_state = head_inputs(self.inference, next_pixels, next_state, self.speed)
             next_mu, _ = self.inference.actor(next_features, next_state)
             next_action = (torch.tanh(next_mu.float()) + noise).clamp(-1.0, 1.0)
             target_q1, target_q2 = self.critic_target(next_features, next_state, next_action)
-            return reward + discount * torch.min(target_q1, target_q2)
+            return torch.addcmul(reward, discount, torch.min(target_q1, target_q2))
 
     def _critic_q(self, pixels: torch.Tensor, state: torch.Tensor | None, action: torch.Tensor):
-        with self.speed.autocast():
+        with self.speed.autocast(self.device):
             features, state = head_inputs(self.inference, pixels, state, self.speed)
             q1, q2 = self.critic(features, state, action)
         return features, state, q1, q2
 
     def _actor_loss(self, features: torch.Tensor, state: torch.Tensor | None, noise: torch.Tensor) -> torch.Tensor:
-        with self.speed.autocast():
+        with self.speed.autocast(self.device):
             mu, _ = self.inference.actor(features, state)
-            action = (torch.tanh(mu.float()) + noise).clamp(-1.0, 1.0)
+            action = clamp_straight_through(torch.tanh(mu.float()) + noise)
             q1, q2 = self.critic(features, state, action)
         return -torch.min(q1, q2).mean()

@@ -105,6 +105,13 @@ class InferencePolicy(nn.Module):
         self.encoder = Encoder(config)
         self.state_norm = StateNorm(config.state_dim) if config.state_dim > 0 else None
         self.actor = ActorHead(config, self.encoder.repr_dim)
+        # A fresh (never trained) policy acts uniformly at random while `step` is below this, as DrQ-v2 does
+        # for its first num_expl_steps; 0 for any trained policy. Not a tensor: it travels as metadata.
+        self.uniform_exploration_steps = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.convnet[0].weight.device
 
     def head_inputs(self, pixels: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         features = self.encoder(pixels)
@@ -124,19 +131,22 @@ class InferencePolicy(nn.Module):
     @torch.no_grad()
     def act(self, pixels: np.ndarray, state: np.ndarray | None, *, deterministic: bool, step: int,
             generator: torch.Generator | None = None) -> np.ndarray:
-        """One observation (no batch axis) in, one action out, as the actor node runs it."""
-        px = torch.as_tensor(pixels).unsqueeze(0)
-        st = None if state is None else torch.as_tensor(state, dtype=torch.float32).unsqueeze(0)
+        """One observation (no batch axis) in, one action out, as the actor node runs it. Random draws come
+        from `generator` (a CPU generator) whatever device the policy runs on."""
+        shape = (1, self.config.action_dim)
+        if not deterministic and step < self.uniform_exploration_steps:
+            return (torch.rand(shape, generator=generator) * 2 - 1).squeeze(0).numpy().astype(np.float64)
+        px = torch.as_tensor(pixels).unsqueeze(0).to(self.device)
+        st = None if state is None else torch.as_tensor(state, dtype=torch.float32).unsqueeze(0).to(self.device)
         mu, log_std = self.actor(*self.head_inputs(px, st))
+        mu = mu.float().cpu()
         if deterministic:
             action = torch.tanh(mu)
-        elif log_std is None:  # DrQ-v2: clipped Gaussian noise around the deterministic action
+        elif log_std is None:  # DrQ-v2: Gaussian noise around the deterministic action; clipped only in the update
             std = parse_schedule(self.config.stddev_schedule, step)
-            noise = torch.randn(mu.shape, generator=generator) * std
-            noise = noise.clamp(-self.config.stddev_clip, self.config.stddev_clip)
-            action = (torch.tanh(mu) + noise).clamp(-1.0, 1.0)
+            action = (torch.tanh(mu) + torch.randn(shape, generator=generator) * std).clamp(-1.0, 1.0)
         else:  # SAC: tanh-squashed Gaussian
-            action = torch.tanh(mu + torch.randn(mu.shape, generator=generator) * log_std.exp())
+            action = torch.tanh(mu + torch.randn(shape, generator=generator) * log_std.float().cpu().exp())
         return action.squeeze(0).numpy().astype(np.float64)
 
 

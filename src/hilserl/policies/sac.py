@@ -1,7 +1,7 @@
 """SAC from pixels (Haarnoja et al., 2018), as HIL-SERL uses it: tanh-Gaussian actor, twin critics,
 learned temperature, and an encoder that the critic trains unless the config freezes it.
 
-Runs fast on a CPU the way DrQ-v2 does (see speed.py and drqv2.py)."""
+Runs fast, on the agent's device, the way DrQ-v2 does (see speed.py and drqv2.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hilserl.policies.actor_critic import head_inputs, shifted_pixels, soft_update, twin_critics
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig
-from hilserl.policies.drqv2 import head_inputs, shifted_pixels, soft_update, twin_critics
 from hilserl.policies.inference import InferencePolicy, tanh_gaussian_log_prob
 from hilserl.policies.speed import SpeedSettings, read_only
 
@@ -35,15 +35,17 @@ def squash(mu: torch.Tensor, log_std: torch.Tensor, eps: torch.Tensor) -> tuple[
 
 
 class SACAgent(nn.Module):
-    def __init__(self, config: PolicyConfig, hyper: SACHyper | None = None, speed: SpeedSettings | None = None):
+    def __init__(self, config: PolicyConfig, hyper: SACHyper | None = None, speed: SpeedSettings | None = None,
+                 device: torch.device | str = "cpu"):
         super().__init__()
         assert config.policy == "sac", config.policy
         self.config, self.hyper = config, hyper or SACHyper()
+        self.device = torch.device(device)
         self.speed = speed or SpeedSettings.from_env()
         self.speed.apply_threads()
-        self.inference = InferencePolicy(config)
-        self.critic, self.critic_target = twin_critics(config, self.inference.encoder.repr_dim)
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(self.hyper.init_temperature)))
+        self.inference = InferencePolicy(config).to(self.device)
+        self.critic, self.critic_target = twin_critics(config, self.inference.encoder.repr_dim, self.device)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(self.hyper.init_temperature), device=self.device))
         self.target_entropy = -float(config.action_dim)
         lr = self.hyper.lr
         if config.freeze_encoder:
@@ -61,6 +63,7 @@ class SACAgent(nn.Module):
                 "alpha": self.alpha_opt}
 
     def update(self, batch: Batch, step: int) -> dict[str, float]:
+        batch = batch.to(self.device)
         # Random draws in a fixed order: shifts of obs, of next obs, target sample, actor sample.
         pixels, next_pixels = shifted_pixels(batch, self.hyper.augment_pad)
         alpha = self.log_alpha.exp().detach()
@@ -113,23 +116,23 @@ class SACAgent(nn.Module):
     # The forward phases; each runs in its own autocast context (see SpeedSettings.autocast).
 
     def _encode(self, pixels: torch.Tensor, state: torch.Tensor | None):
-        with self.speed.autocast():
+        with self.speed.autocast(self.device):
             return head_inputs(self.inference, pixels, state, self.speed)
 
     def _target_q(self, next_features: torch.Tensor, next_state: torch.Tensor | None, reward: torch.Tensor,
                   discount: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), self.speed.autocast():
+        with torch.no_grad(), self.speed.autocast(self.device):
             next_action, next_log_prob = squash(*self.inference.actor(next_features, next_state), eps)
             target_q1, target_q2 = self.critic_target(next_features, next_state, next_action)
-            return reward + discount * (torch.min(target_q1, target_q2) - alpha * next_log_prob)
+            return torch.addcmul(reward, discount, torch.min(target_q1, target_q2) - alpha * next_log_prob)
 
     def _critic_q(self, features: torch.Tensor, state: torch.Tensor | None, action: torch.Tensor):
-        with self.speed.autocast():
+        with self.speed.autocast(self.device):
             return self.critic(features, state, action)
 
     def _actor_loss(self, features: torch.Tensor, state: torch.Tensor | None, eps: torch.Tensor,
                     alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.speed.autocast():
+        with self.speed.autocast(self.device):
             action, log_prob = squash(*self.inference.actor(features, state), eps)
             q1, q2 = self.critic(features, state, action)
         return (alpha * log_prob - torch.min(q1, q2)).mean(), log_prob

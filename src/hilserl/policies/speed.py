@@ -1,4 +1,4 @@
-"""How the learner's update runs fast on a CPU: every speed setting in one place, and the helpers that apply them.
+"""How the learner's update runs fast: every speed setting in one place, and the helpers that apply them.
 
 What the settings change, and what they leave alone:
 - master weights, gradients and optimiser state stay float32, so checkpoints and the weights message are
@@ -7,6 +7,9 @@ What the settings change, and what they leave alone:
 - the learner's encoder pass (`encode`) folds DrQ-v2's input scaling into the first conv, so uint8 pixels
   go in as they are (integers up to 256 are exact in bfloat16) and no float copy of the batch is made;
 - with `bf16=False` the fast update computes the plain DrQ-v2 / SAC losses to float32 rounding.
+
+The settings hold on any device (see device.py); `bf16=None` (the default) means "where the device has
+native bfloat16": a CPU with AVX512-BF16 or AMX, a CUDA GPU that supports it.
 
 Each setting can be overridden from the environment (HILSERL_BF16=0, HILSERL_COMPILE=1, ...), so a
 learner can be switched without code changes; `bench/learner_update.py --ablate` measures what each gives.
@@ -21,30 +24,25 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hilserl.policies.device import supports_bf16
 from hilserl.policies.inference import Encoder
-
-
-def cpu_has_bf16() -> bool:
-    """bfloat16 pays only with native support (AVX512-BF16 or AMX); elsewhere it is emulated and slower."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 @dataclass(frozen=True)
 class SpeedSettings:
-    bf16: bool = field(default_factory=cpu_has_bf16)  # autocast convs and linears to bfloat16
-    # NHWC activations after the first conv: convs 2-4 run ~25% faster, less the two layout copies (after
-    # conv 1 and at the flatten), so +2..13% per update as measured. The first conv stays NCHW: oneDNN's
-    # NHWC bf16 weight-gradient kernel for 9 input channels is ~30x slower than its NCHW one.
+    bf16: bool | None = None  # autocast convs and linears to bfloat16; None: where the device supports it
+    # NHWC activations: on the CPU convs 2-4 run ~25% faster, and the first conv's forward 4x faster (its
+    # weight gradient still reads NCHW pixels: oneDNN's NHWC kernel for 9 input channels is ~30x slower).
     channels_last: bool = True
     fused_adam: bool = True  # one fused kernel per optimiser step instead of a loop over parameters
-    # torch.compile the update's forward phases: ~+10% updates/s, after 25-40 s of compiling on 2 cores
-    # (and again for each new batch shape). Worth it for a long learner run, not for tests: opt-in.
+    # torch.compile the update's forward phases: after 25-40 s of compiling on 2 cores (and again for each
+    # new batch shape), for no measurable gain on the CPU once `encode` avoids the slow layout paths.
     compile: bool = False
     threads: int = 0  # intra-op threads; 0 leaves torch's default (one per usable core, right for 2 cores)
 
@@ -71,13 +69,35 @@ class SpeedSettings:
         if self.threads > 0 and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
 
-    def autocast(self) -> torch.autocast:
+    def use_bf16(self, device: torch.device) -> bool:
+        return supports_bf16(device) if self.bf16 is None else self.bf16
+
+    def autocast(self, device: torch.device) -> torch.autocast:
         """One context per forward phase: leaving it drops autocast's cache of bf16 weight copies, which
         would otherwise be stale after an optimiser step."""
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.use_bf16(device))
 
     def adam(self, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True) if self.fused_adam else torch.optim.Adam(params, lr=lr)
+
+
+class _FirstConvNHWC(torch.autograd.Function):
+    """The first conv on the CPU: forward from NHWC pixels (4x faster than NCHW for 9 input channels), weight
+    gradient from NCHW pixels (the NHWC kernel is ~30x slower there). Pixels get no gradient."""
+
+    @staticmethod
+    def forward(ctx, pixels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int) -> torch.Tensor:
+        ctx.save_for_backward(pixels, weight)
+        ctx.stride = stride
+        return F.conv2d(pixels.to(weight.dtype, memory_format=torch.channels_last), weight, bias, stride)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        pixels, weight = ctx.saved_tensors
+        _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad.contiguous(), pixels.to(weight.dtype), weight, [weight.shape[0]], [ctx.stride] * 2, [0, 0],
+            [1, 1], False, [0, 0], 1, [False, True, True])
+        return None, grad_weight, grad_bias, None
 
 
 def encode(encoder: Encoder, pixels: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
@@ -88,13 +108,22 @@ def encode(encoder: Encoder, pixels: torch.Tensor, channels_last: bool = False) 
         raise ValueError(f"encode expects uint8 pixels, got {pixels.dtype}; the encoder scales them itself")
     if first.padding != (0, 0):
         raise ValueError("folding the input scaling into the first conv needs an unpadded conv")
+    device = pixels.device.type
     weight = first.weight / 255.0
     bias = first.bias - 0.5 * first.weight.sum(dim=(1, 2, 3))
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else weight.dtype
-    x = F.conv2d(pixels.to(dtype), weight, bias, first.stride, first.padding, first.dilation, first.groups)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return rest(x).flatten(1)
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        weight, bias = weight.to(dtype), bias.to(dtype)
+    if channels_last and device == "cpu":
+        x = _FirstConvNHWC.apply(pixels, weight, bias, first.stride[0])
+    else:
+        x = F.conv2d(pixels.to(weight.dtype), weight, bias, first.stride)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+    # The last ReLU runs after the flatten's NCHW copy, not before: its backward then reads gradient and
+    # output in one layout (with NHWC output and NCHW gradient, the CPU kernel is ~10x slower).
+    x = rest[:-1](x)
+    return rest[-1](x.contiguous()).flatten(1)
 
 
 @contextmanager
