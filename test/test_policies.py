@@ -1,39 +1,30 @@
-"""The learner's fast DrQ-v2 / SAC updates: exact augmentation, losses against the plain reference update in
-bench/learner_update.py, learning on a tiny task, and which weights each loss may touch."""
+"""The learner's fast DrQ-v2 / SAC updates: exact augmentation, losses and gradients against the plain reference
+update (hilserl/policies/reference.py), learning on a tiny task, which weights each loss may touch, acting as
+DrQ-v2 acts, and the device choice."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from hilserl.policies import PolicyConfig, build_agent
+from hilserl.policies import reference
+from hilserl.policies.actor_critic import clamp_straight_through
 from hilserl.policies.augment import random_shift, sample_shifts, shift_images
 from hilserl.policies.batch import Batch
 from hilserl.policies.drqv2 import DrQV2Agent, DrQV2Hyper
 from hilserl.policies.sac import SACAgent, SACHyper
+from hilserl.policies.device import resolve_device
+from hilserl.policies.inference import InferencePolicy
 from hilserl.policies.speed import SpeedSettings, encode
+from hilserl.weights.checkpoint import load_agent_weights, load_inference_policy, save_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 FP32 = SpeedSettings(bf16=False, compile=False)
 BF16 = SpeedSettings(bf16=True, compile=False)
 BF16_RTOL = 2e-2  # the tolerance bench/learner_update.py states for the first update
 FP32_RTOL = 1e-4
-
-
-def load_bench():
-    """The plain reference update lives in the bench, so the test and the bench judge against one thing."""
-    name = "learner_update_bench"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "learner_update.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def small_config(policy: str = "drqv2", **kw) -> PolicyConfig:
@@ -87,10 +78,9 @@ def test_shift_images_rejects_bad_shifts():
 
 def test_integer_shift_equals_drq_grid_sample_shift():
     """Same seed, same offsets: DrQ's bilinear resampling lands on pixel centres, so both agree."""
-    bench = load_bench()
     pixels = torch.randint(0, 256, (8, 9, 24, 24), dtype=torch.uint8)
     torch.manual_seed(3)
-    ref = bench.RandomShiftsAug(4)(pixels.float())
+    ref = reference.RandomShiftsAug(4)(pixels.float())
     torch.manual_seed(3)
     got = random_shift(pixels.float(), 4)
     torch.manual_seed(3)
@@ -116,10 +106,9 @@ def test_encode_folds_scaling_into_first_conv(channels_last):
 
 @pytest.mark.parametrize("speed,rtol", [(FP32, FP32_RTOL), (BF16, BF16_RTOL)], ids=["fp32", "bf16"])
 def test_fast_update_losses_match_plain_reference(speed, rtol):
-    bench = load_bench()
     config = small_config(image_size=32)
-    batch = bench.synthetic_batch(config, 8)
-    plain, agent = bench.pair(config, speed)
+    batch = reference.synthetic_batch(config, 8)
+    plain, agent = reference.pair(config, speed)
     for step in range(3):
         torch.manual_seed(10 + step)
         ref = plain.update(batch, step)
@@ -131,6 +120,92 @@ def test_fast_update_losses_match_plain_reference(speed, rtol):
             assert rel(got[key], ref[key]) <= bound, (step, key, got[key], ref[key])
     # the master weights stay float32 whatever the compute precision
     assert all(t.dtype == torch.float32 for t in agent.inference.state_dict().values())
+
+
+def test_clamp_straight_through_clamps_the_value_and_passes_the_gradient():
+    x = torch.tensor([-1.5, -0.5, 0.0, 0.7, 1.2], requires_grad=True)
+    y = clamp_straight_through(x)
+    assert torch.equal(y.detach(), x.detach().clamp(-1, 1))
+    (y * torch.arange(1.0, 6.0)).sum().backward()
+    assert torch.equal(x.grad, torch.arange(1.0, 6.0))  # a hard clamp would give 0 at -1.5 and 1.2
+
+
+def test_actor_gradient_matches_reference_where_actions_reach_the_bound():
+    """DrQ-v2 clamps the actor's noisy action straight through: where tanh(mu) + noise passes 1, the gradient
+    still flows. With the actor pushed near +1, about half the actions pass it; the fast update's actor
+    gradient must equal the plain reference's there too."""
+    config = small_config(image_size=32, stddev_schedule="1.0", stddev_clip=0.3)
+    batch = reference.synthetic_batch(config, 16)
+    plain, agent = reference.pair(config, FP32)
+    for actor in (plain.actor, agent.inference.actor):
+        with torch.no_grad():
+            actor.policy[4].bias.fill_(1.5)  # tanh(mu) ~ 0.9: noise up to 0.3 takes many actions past 1
+    with torch.no_grad():
+        near_one = agent.inference(batch.pixels).mean().item()  # the deterministic action, tanh(mu)
+    assert near_one > 0.85, near_one
+    torch.manual_seed(5)
+    plain.update(batch, 0)
+    torch.manual_seed(5)
+    agent.update(batch, 0)
+    ref = dict(plain.actor.named_parameters())
+    for name, p in agent.inference.actor.named_parameters():
+        assert torch.allclose(p.grad, ref[name].grad, rtol=1e-3, atol=1e-7), name
+    assert ref["policy.4.bias"].grad.abs().min() > 0
+
+
+def test_acting_noise_is_not_clipped_and_fresh_policies_explore_uniformly():
+    config = small_config(stddev_schedule="1.0", stddev_clip=0.3)
+    torch.manual_seed(0)
+    policy = InferencePolicy(config).eval()
+    pixels = np.zeros((config.image_channels, config.image_size, config.image_size), dtype=np.uint8)
+    mean = policy.act(pixels, None, deterministic=True, step=0)
+    g = torch.Generator().manual_seed(1)
+    noisy = np.stack([policy.act(pixels, None, deterministic=False, step=0, generator=g) for _ in range(50)])
+    # unclipped unit noise: many actions lie further than stddev_clip from the mean (clipped: none would)
+    assert (np.abs(noisy - mean) > 0.35).mean() > 0.3
+    policy.uniform_exploration_steps = 10
+    uniform = np.stack([policy.act(pixels, None, deterministic=False, step=9, generator=g) for _ in range(200)])
+    assert uniform.min() < -0.9 and uniform.max() > 0.9 and abs(uniform.mean()) < 0.1
+    after = policy.act(pixels, None, deterministic=False, step=10, generator=torch.Generator().manual_seed(1))
+    assert np.allclose(after, noisy[0])  # at step 10 the policy acts again
+    assert np.array_equal(policy.act(pixels, None, deterministic=True, step=0), mean)  # evaluation never explores
+
+
+# --- devices -----------------------------------------------------------------------------------------
+
+def test_resolve_device_names_and_errors():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("gpu", "cuda:x", "", "tpu"):
+        with pytest.raises(ValueError, match="auto, cpu, cuda, cuda:N"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        for name in ("cuda", "cuda:0", "CUDA:1"):
+            with pytest.raises(ValueError, match="no CUDA GPU"):
+                resolve_device(name)
+
+
+@pytest.mark.parametrize("policy", ["drqv2", "sac"])
+def test_agent_and_checkpoint_on_the_resolved_device(policy, tmp_path):
+    """The agent lives on the device asked for, takes CPU batches, and its checkpoint loads onto a CPU."""
+    device = resolve_device("auto")
+    config = small_config(policy)
+    torch.manual_seed(0)
+    agent = build_agent(config, device=device)
+    assert {p.device.type for p in agent.parameters()} == {device.type}
+    info = agent.update(reference.synthetic_batch(config, 4), 0)  # a CPU batch, moved by the update
+    assert all(np.isfinite(v) for v in info.values())
+    save_checkpoint(agent, config, tmp_path / "ckpt", step=1)
+    on_cpu = build_agent(config, device="cpu")
+    assert load_agent_weights(on_cpu, tmp_path / "ckpt") == []
+    for name, tensor in agent.state_dict().items():
+        assert torch.equal(on_cpu.state_dict()[name], tensor.cpu()), name
+    loaded = load_inference_policy(tmp_path / "ckpt", device=device)
+    assert loaded.device.type == device.type
+    pixels = np.zeros((config.image_channels, config.image_size, config.image_size), dtype=np.uint8)
+    state = None
+    assert np.allclose(loaded.act(pixels, state, deterministic=True, step=0),
+                       on_cpu.inference.act(pixels, state, deterministic=True, step=0), atol=1e-5)
 
 
 # --- learning on a tiny task -------------------------------------------------------------------------
@@ -186,7 +261,6 @@ def count_gradients(module: torch.nn.Module, counts: dict[str, int]) -> None:
 
 
 def test_drqv2_encoder_learns_from_critic_loss_only():
-    bench = load_bench()
     config = small_config()
     torch.manual_seed(0)
     agent = DrQV2Agent(config, speed=BF16)
@@ -202,7 +276,7 @@ def test_drqv2_encoder_learns_from_critic_loss_only():
 
     agent.critic_opt.step = step_and_record
     before = {k: v.clone() for k, v in agent.inference.encoder.state_dict().items()}
-    agent.update(bench.synthetic_batch(config, 8), 0)
+    agent.update(reference.synthetic_batch(config, 8), 0)
     n_encoder = len(list(agent.inference.encoder.parameters()))
     # the critic loss reached every encoder and critic weight once ...
     assert len(at_critic_step["encoder"]) == n_encoder and set(at_critic_step["encoder"].values()) == {1}
@@ -214,11 +288,10 @@ def test_drqv2_encoder_learns_from_critic_loss_only():
 
 
 def test_sac_frozen_encoder_stays_unchanged():
-    bench = load_bench()
     config = small_config("sac", freeze_encoder=True, state_dim=7)
     torch.manual_seed(0)
     agent = SACAgent(config, speed=BF16)
-    batch = with_state(bench.synthetic_batch(config, 8), 7)
+    batch = with_state(reference.synthetic_batch(config, 8), 7)
     encoder = {k: v.clone() for k, v in agent.inference.encoder.state_dict().items()}
     actor = {k: v.clone() for k, v in agent.inference.actor.state_dict().items()}
     critic = {k: v.clone() for k, v in agent.critic.state_dict().items()}
@@ -231,13 +304,12 @@ def test_sac_frozen_encoder_stays_unchanged():
 
 
 def test_state_is_required_when_the_policy_reads_it():
-    bench = load_bench()
     config = small_config(state_dim=7)
     agent = DrQV2Agent(config, speed=FP32)
     with pytest.raises(ValueError, match="7 state values"):
-        agent.update(bench.synthetic_batch(config, 4), 0)
+        agent.update(reference.synthetic_batch(config, 4), 0)
     with pytest.raises(ValueError, match="uint8"):
-        batch = with_state(bench.synthetic_batch(config, 4), 7)
+        batch = with_state(reference.synthetic_batch(config, 4), 7)
         batch.pixels = batch.pixels.float()
         agent.update(batch, 0)
 

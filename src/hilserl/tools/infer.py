@@ -14,6 +14,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from hilserl.policies.device import DEVICE_CHOICES, resolve_device
 from hilserl.policies.observation import first_observation, joint_state_vector
 from hilserl.weights.checkpoint import load_inference_policy
 from hilserl.weights.codec import WeightsError
@@ -27,8 +28,8 @@ def parse_floats(text: str) -> np.ndarray:
         raise SystemExit(f"--joint-positions must be comma-separated numbers: {err}") from err
 
 
-def image_action(checkpoint: str, image_path: str, joint_positions: np.ndarray | None) -> dict:
-    policy = load_inference_policy(checkpoint)
+def image_action(checkpoint: str, image_path: str, joint_positions: np.ndarray | None, device: str = "cpu") -> dict:
+    policy = load_inference_policy(checkpoint, resolve_device(device))
     config = policy.config
     try:
         rgb = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.uint8)
@@ -51,15 +52,16 @@ def main(argv: list[str]) -> int:
     mode.add_argument("--image", help="a still RGB image (PNG/JPEG)")
     mode.add_argument("--sim", action="store_true", help="run episodes in Genesis")
     parser.add_argument("--joint-positions", help="q1,q2,... in `joints` order, for policies that read state")
+    parser.add_argument("--device", default="cpu", help=f"where the policy runs: {DEVICE_CHOICES} (default cpu)")
     args, rest = parser.parse_known_args(argv)
     if args.sim:
         from hilserl.tools import infer_sim
-        return infer_sim.main(["--checkpoint", args.checkpoint, *rest])
+        return infer_sim.main(["--checkpoint", args.checkpoint, "--device", args.device, *rest])
     if rest:
         parser.error(f"unrecognised arguments for --image: {rest}")
     q = parse_floats(args.joint_positions) if args.joint_positions else None
     try:
-        print(json.dumps(image_action(args.checkpoint, args.image, q)))
+        print(json.dumps(image_action(args.checkpoint, args.image, q, args.device)))
     except (WeightsError, ValueError) as err:
         print(f"infer: {err}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from hilserl.sim.task import TASKS, VARIANTS  # plain data; Genesis loads only when a task is built
+from hilserl.policies.device import DEVICE_CHOICES, resolve_device
 from hilserl.weights.checkpoint import load_inference_policy, read_config_file
 from hilserl.weights.codec import WeightsError
 
@@ -41,6 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--episode-steps", type=int, default=50, help="time limit per episode")
     p.add_argument("--video", help="write the camera view of every episode to this .gif or .mp4")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--device", default="cpu", help=f"where the policy runs: {DEVICE_CHOICES} (default cpu)")
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
@@ -98,8 +100,10 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(args.threads)
     try:
         config, doc = read_config_file(args.checkpoint)
-        policy = load_inference_policy(args.checkpoint).eval()
-    except WeightsError as err:
+        policy = load_inference_policy(args.checkpoint, resolve_device(args.device)).eval()
+        # Uniform exploration belongs to a learner run's first steps; here the policy itself is shown.
+        policy.uniform_exploration_steps = 0
+    except (WeightsError, ValueError) as err:
         print(f"infer --sim: {err}", file=sys.stderr)
         return 1
     from hilserl.sim.task import PandaTask, variant_config

@@ -1,4 +1,8 @@
-"""`python -m hilserl init-checkpoint`: a freshly initialised checkpoint (the stand-in for a pretrained one)."""
+"""`python -m hilserl init-checkpoint`: a freshly initialised checkpoint (the stand-in for a pretrained one).
+
+A fresh policy knows nothing yet, so, as DrQ-v2 does for its first num_expl_steps, the actors act
+uniformly at random until the learner has made `--uniform-exploration-steps` updates (recorded in the
+checkpoint's config.json and carried in its weights messages; pretrained checkpoints never explore so)."""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import json
 
 import torch
 
+NUM_EXPL_STEPS = 2000  # DrQ-v2's default num_expl_steps
 from hilserl.policies import POLICY_TYPES, PolicyConfig, build_agent
 from hilserl.weights.checkpoint import save_checkpoint
+from hilserl.weights.codec import EXPLORATION_KEY
 from hilserl.weights.loader import inference_digest
 
 
@@ -24,7 +30,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--hidden-dim", type=int, default=PolicyConfig.hidden_dim)
     parser.add_argument("--stddev-schedule", default=PolicyConfig.stddev_schedule,
                         help="DrQ-v2 exploration noise: a constant or 'linear(init,final,steps)'")
+    parser.add_argument("--uniform-exploration-steps", type=int, default=NUM_EXPL_STEPS,
+                        help="actors act uniformly at random until the learner step reaches this (0 = never)")
     args = parser.parse_args(argv)
+    if args.uniform_exploration_steps < 0:
+        parser.error("--uniform-exploration-steps must be >= 0")
     try:
         config = PolicyConfig(policy=args.policy, action_dim=args.action_dim, state_dim=args.state_dim,
                               image_size=args.image_size, frame_stack=args.frame_stack,
@@ -33,7 +43,8 @@ def main(argv: list[str]) -> int:
         parser.error(str(err))
     torch.manual_seed(args.seed)
     agent = build_agent(config)
-    out = save_checkpoint(agent, config, args.out, step=0, extra={"seed": args.seed})
+    out = save_checkpoint(agent, config, args.out, step=0,
+                          extra={"seed": args.seed, EXPLORATION_KEY: args.uniform_exploration_steps})
     print(json.dumps({"checkpoint": str(out), "policy": config.policy, "config_fingerprint": config.fingerprint(),
                       "inference_digest": inference_digest(agent.inference)}))
     return 0

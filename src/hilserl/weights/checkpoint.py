@@ -3,6 +3,11 @@
 `model.safetensors` holds the inference state under its wire names (`encoder.*`, `actor.*`,
 `state_norm.*`) and, for a learner checkpoint, the training-only tensors (`critic.*`,
 `critic_target.*`, `log_alpha`). An actor or `infer` reads only the inference part.
+
+Tensors are written from CPU copies and always read onto the CPU first, then moved to the device asked
+for: a checkpoint written on a GPU loads on a CPU-only machine and back. `config.json` of a fresh
+checkpoint (`init-checkpoint`) carries `uniform_exploration_steps`; a trained one (pretrain, the learner)
+does not, so only a fresh policy ever acts uniformly at random.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from torch import nn
 
 from hilserl.policies.config import PolicyConfig
 from hilserl.policies.inference import InferencePolicy
-from hilserl.weights.codec import WeightsError
+from hilserl.weights.codec import EXPLORATION_KEY, WeightsError
 from hilserl.weights.loader import build_strict, check_state_matches
 
 CHECKPOINT_FORMAT = "hilserl-checkpoint/1"
@@ -67,6 +72,14 @@ def read_config_file(path: str | Path) -> tuple[PolicyConfig, dict[str, Any]]:
     return config, doc
 
 
+def uniform_exploration_steps(doc: dict[str, Any]) -> int:
+    """How many learner steps a checkpoint's policy explores uniformly: > 0 only for a fresh one."""
+    steps = doc.get(EXPLORATION_KEY, 0)
+    if type(steps) is not int or steps < 0:
+        raise WeightsError(f"checkpoint config {EXPLORATION_KEY} must be a non-negative integer, got {steps!r}")
+    return steps
+
+
 def load_checkpoint(ckpt_dir: str | Path) -> tuple[PolicyConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """(config, all tensors as float32 where floating, config document)."""
     ckpt = Path(ckpt_dir)
@@ -90,16 +103,18 @@ def split_inference(tensors: dict[str, torch.Tensor], config: PolicyConfig) -> t
     return ({k: v for k, v in tensors.items() if k in names}, {k: v for k, v in tensors.items() if k not in names})
 
 
-def load_inference_policy(ckpt_dir: str | Path) -> InferencePolicy:
-    config, tensors, _ = load_checkpoint(ckpt_dir)
+def load_inference_policy(ckpt_dir: str | Path, device: torch.device | str = "cpu") -> InferencePolicy:
+    config, tensors, doc = load_checkpoint(ckpt_dir)
     inference, _ = split_inference(tensors, config)
-    return build_strict(config, inference, f"checkpoint {ckpt_dir}")
+    policy = build_strict(config, inference, f"checkpoint {ckpt_dir}", torch.device(device))
+    policy.uniform_exploration_steps = uniform_exploration_steps(doc)
+    return policy
 
 
 def load_agent_weights(agent: nn.Module, ckpt_dir: str | Path) -> list[str]:
     """Load a checkpoint into a learner agent: the inference state strictly, training-only tensors strictly
     when the checkpoint has them. Returns notes on what was freshly initialised."""
-    config, tensors, _ = load_checkpoint(ckpt_dir)
+    config, tensors, doc = load_checkpoint(ckpt_dir)
     if config.fingerprint() != agent.config.fingerprint():
         raise WeightsError(f"checkpoint {ckpt_dir} has config {config.fingerprint()}, the agent {agent.config.fingerprint()}")
     inference, training = split_inference(tensors, config)
@@ -112,7 +127,8 @@ def load_agent_weights(agent: nn.Module, ckpt_dir: str | Path) -> list[str]:
         notes.append("checkpoint holds the inference state only: critic initialised fresh")
         training = own_training
     full = {INFERENCE_PREFIX + k: v for k, v in inference.items()} | training
-    agent.load_state_dict(full, strict=True)
+    agent.load_state_dict(full, strict=True)  # copies onto the agent's device
+    agent.inference.uniform_exploration_steps = uniform_exploration_steps(doc)
     if notes:
         agent.critic_target.load_state_dict(agent.critic.state_dict())
     return notes

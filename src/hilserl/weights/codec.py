@@ -33,6 +33,9 @@ DTYPES: dict[str, torch.dtype] = {
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 METADATA_KEYS = ("format", "policy", "config", "config_fingerprint", "weights_version", "learner_step",
                  "run_id", "digest")
+# Optional: present (and > 0) only for a fresh policy, which acts uniformly at random while the learner step
+# is below it (DrQ-v2's num_expl_steps). Readers that do not know it ignore it.
+EXPLORATION_KEY = "uniform_exploration_steps"
 
 
 class WeightsError(ValueError):
@@ -49,13 +52,17 @@ class WeightsMeta:
     run_id: str
     digest: str
     format: str = FORMAT
+    uniform_exploration_steps: int = 0
 
     def to_metadata(self) -> dict[str, str]:
-        return {
+        metadata = {
             "format": self.format, "policy": self.policy, "config": self.config.to_json(),
             "config_fingerprint": self.config_fingerprint, "weights_version": str(self.weights_version),
             "learner_step": str(self.learner_step), "run_id": self.run_id, "digest": self.digest,
         }
+        if self.uniform_exploration_steps > 0:
+            metadata[EXPLORATION_KEY] = str(self.uniform_exploration_steps)
+        return metadata
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
@@ -97,13 +104,17 @@ def _hash_pool() -> ThreadPoolExecutor:
 
 
 def encode_weights(tensors: Mapping[str, torch.Tensor], *, config: PolicyConfig, weights_version: int,
-                   learner_step: int, run_id: str) -> tuple[bytes, WeightsMeta]:
+                   learner_step: int, run_id: str, uniform_exploration_steps: int = 0) -> tuple[bytes, WeightsMeta]:
+    """The message for `tensors` (on any device: they are copied to the CPU first, so the bytes are the same
+    whichever device the learner trains on)."""
     if weights_version < 1:
         raise ValueError(f"weights_version must be >= 1, got {weights_version}")
+    if uniform_exploration_steps < 0:
+        raise ValueError(f"uniform_exploration_steps must be >= 0, got {uniform_exploration_steps}")
     plain = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     meta = WeightsMeta(policy=config.policy, config=config, config_fingerprint=config.fingerprint(),
                        weights_version=weights_version, learner_step=learner_step, run_id=run_id,
-                       digest=tensor_digest(plain))
+                       digest=tensor_digest(plain), uniform_exploration_steps=uniform_exploration_steps)
     return safetensors_save(plain, metadata=meta.to_metadata()), meta
 
 
@@ -189,10 +200,12 @@ def parse_metadata(metadata: Mapping[str, str]) -> WeightsMeta:
     try:
         config = PolicyConfig.from_json(metadata["config"])
         version, step = int(metadata["weights_version"]), int(metadata["learner_step"])
+        exploration = int(metadata.get(EXPLORATION_KEY, "0"))
     except (ValueError, TypeError) as err:
         raise WeightsError(f"weights metadata is malformed: {err}") from err
-    if version < 1 or step < 0:
-        raise WeightsError(f"weights_version must be >= 1 and learner_step >= 0, got {version} and {step}")
+    if version < 1 or step < 0 or exploration < 0:
+        raise WeightsError(f"weights_version must be >= 1, learner_step and {EXPLORATION_KEY} >= 0, got {version}, "
+                           f"{step} and {exploration}")
     if config.policy != metadata["policy"]:
         raise WeightsError(f"metadata says policy {metadata['policy']!r} but its config says {config.policy!r}")
     if config.fingerprint() != metadata["config_fingerprint"]:
@@ -200,7 +213,7 @@ def parse_metadata(metadata: Mapping[str, str]) -> WeightsMeta:
                            f"carries ({config.fingerprint()!r}): corrupted metadata")
     return WeightsMeta(policy=config.policy, config=config, config_fingerprint=metadata["config_fingerprint"],
                        weights_version=version, learner_step=step, run_id=metadata["run_id"],
-                       digest=metadata["digest"], format=metadata["format"])
+                       digest=metadata["digest"], format=metadata["format"], uniform_exploration_steps=exploration)
 
 
 def decode_weights(payload: bytes | bytearray | memoryview, *, verify_digest: bool = True

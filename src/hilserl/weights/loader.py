@@ -1,8 +1,8 @@
 """Strict, atomic loading of a whole inference state; the actor's only way to get weights.
 
 A new `InferencePolicy` is built on the meta device (no memory, no init cost), the decoded tensors are
-assigned to it (they view the message buffer: no copy), the digest is recomputed from the *module's*
-tensors, and only then does it replace the policy in use. A payload that fails any check leaves the
+assigned to it (they view the message buffer: no copy; on a GPU actor, one copy to the device), the digest
+is recomputed from the *module's* tensors, and only then does it replace the policy in use. A payload that fails any check leaves the
 policy in use untouched.
 """
 
@@ -37,12 +37,16 @@ def check_state_matches(expected: Mapping[str, torch.Tensor], given: Mapping[str
         raise WeightsError(f"{what} does not match the policy's inference state: " + "; ".join(problems[:8]))
 
 
-def build_strict(config: PolicyConfig, tensors: Mapping[str, torch.Tensor], what: str) -> InferencePolicy:
-    """An InferencePolicy whose every tensor is taken from `tensors` (no random init survives)."""
+def build_strict(config: PolicyConfig, tensors: Mapping[str, torch.Tensor], what: str,
+                 device: torch.device | None = None) -> InferencePolicy:
+    """An InferencePolicy whose every tensor is taken from `tensors` (no random init survives), on `device`
+    (default: where the tensors are)."""
     with torch.device("meta"):
         policy = InferencePolicy(config)
     check_state_matches(policy.state_dict(), tensors, what)
     policy.load_state_dict(dict(tensors), strict=True, assign=True)
+    if device is not None:
+        policy.to(device)
     policy.requires_grad_(False).eval()
     return policy
 
@@ -70,8 +74,10 @@ class WeightsReceiver:
     """Holds the actor's policy. `offer()` each payload; the policy changes only on "loaded"."""
 
     def __init__(self, expected_config: PolicyConfig | None = None,
-                 compatible: Callable[[PolicyConfig], str | None] | None = None):
-        """`compatible(config)` returns why this consumer cannot use a config (e.g. action count != joints)."""
+                 compatible: Callable[[PolicyConfig], str | None] | None = None, device: torch.device | None = None):
+        """`compatible(config)` returns why this consumer cannot use a config (e.g. action count != joints);
+        `device`: where the loaded policy runs (default the CPU)."""
+        self.device = device
         self.expected_config = expected_config
         self.compatible = compatible
         self.policy: InferencePolicy | None = None
@@ -103,13 +109,14 @@ class WeightsReceiver:
             return Offer("ignored", f"version {meta.weights_version} is not newer than loaded "
                                     f"{self.meta.weights_version} of run {meta.run_id}", meta)
         try:
-            candidate = build_strict(meta.config, tensors, f"weights v{meta.weights_version}")
+            candidate = build_strict(meta.config, tensors, f"weights v{meta.weights_version}", self.device)
         except WeightsError as err:
             return Offer("rejected", str(err), meta)
         digest = inference_digest(candidate)
         if digest != meta.digest:
             return Offer("rejected", f"digest of loaded tensors {digest[:16]} != digest sent {meta.digest[:16]}: "
                                      "payload corrupted; keeping the previous weights", meta)
+        candidate.uniform_exploration_steps = meta.uniform_exploration_steps
         self.policy, self.meta, self.loaded_digest = candidate, meta, digest
         return Offer("loaded", f"loaded weights v{meta.weights_version} (run {meta.run_id}, step "
                                f"{meta.learner_step}, digest {digest[:16]})", meta)
