@@ -41,8 +41,9 @@ class SpeedSettings:
     # weight gradient still reads NCHW pixels: oneDNN's NHWC kernel for 9 input channels is ~30x slower).
     channels_last: bool = True
     fused_adam: bool = True  # one fused kernel per optimiser step instead of a loop over parameters
-    # torch.compile the update's forward phases: after 25-40 s of compiling on 2 cores (and again for each
-    # new batch shape), for no measurable gain on the CPU once `encode` avoids the slow layout paths.
+    # torch.compile the update's forward phases: 25-40 s of compiling on 2 cores (again for each new batch
+    # shape) for ~+10% measured before `encode` avoided the slow layout paths. Opt-in: tests and short runs
+    # would pay the compile time, and a compile failure must not stop a learner.
     compile: bool = False
     threads: int = 0  # intra-op threads; 0 leaves torch's default (one per usable core, right for 2 cores)
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hilserl.policies import PolicyConfig, build_agent
+from hilserl.policies import PolicyConfig, build_agent, resolve_device
 from hilserl.policies.augment import random_shift
 
 # Defaults, as the shipped reach checkpoint was trained (see checkpoints/reach/README.md).
@@ -86,6 +86,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--camera-jitter", type=float, default=0.0, help="m of camera pose randomisation while training")
     p.add_argument("--episode-steps", type=int, default=50)
     p.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared; 1 is usually fastest)")
+    p.add_argument("--device", default="auto", help="where to train: auto (a GPU when torch sees one), cpu, cuda, cuda:N")
     p.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bfloat16 autocast on the CPU)")
     p.add_argument("--fp16", action="store_true", help="store the --out checkpoint in float16 (half the size)")
     p.add_argument("--no-tensorboard", action="store_true")
@@ -98,6 +99,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("cloning needs demonstrations: give --expert-demos > 0 (or --bc-updates 0 --dagger-rounds 0)")
     if args.batch_size < 1 or args.threads < 1:
         p.error("--batch-size and --threads must be >= 1")
+    try:
+        resolve_device(args.device)
+    except ValueError as err:
+        p.error(f"--device: {err}")
     return args
 
 
@@ -127,7 +132,7 @@ class Pretrainer:
                                    stddev_schedule=args.stddev_schedule)
         torch.manual_seed(args.seed)
         self.rng = np.random.default_rng(args.seed)
-        self.agent = build_agent(self.config)
+        self.agent = build_agent(self.config, device=resolve_device(args.device))
         self.bc_opt = torch.optim.Adam(self.agent.inference.parameters(), lr=args.lr)
         self.buffer = DemoBuffer((3 * args.num_cameras, args.image_size, args.image_size), self.config.state_dim,
                                  self.config.action_dim, self.config.frame_stack)
@@ -253,8 +258,9 @@ class Pretrainer:
         bf16 = not self.args.no_bf16
         bar = tqdm(range(updates), desc=f"{stage}: cloning", unit="upd", file=sys.stderr)
         for i in bar:
-            pixels, state, labels = self.buffer.bc_batch(self.args.batch_size, self.rng)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            pixels, state, labels = (None if t is None else t.to(self.agent.device)
+                                     for t in self.buffer.bc_batch(self.args.batch_size, self.rng))
+            with torch.autocast(self.agent.device.type, dtype=torch.bfloat16, enabled=bf16):
                 pixels = random_shift(pixels.float(), self.agent.hyper.augment_pad)
                 action = policy(pixels, state)
             loss = F.mse_loss(action.float(), labels)
