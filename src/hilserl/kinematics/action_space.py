@@ -1,0 +1,50 @@
+"""What a policy's action means: joint deltas (`joint_delta`) or end-effector deltas (`ee_delta`).
+
+An `ee_delta` action is [dx, dy, dz] (`ee_axes: xyz`, orientation held) or [dx, dy, dz, droll, dpitch, dyaw]
+(`ee_axes: xyz_rpy`) in the robot base frame, then one gripper value; every entry in [-1, 1]. Translation is
+scaled by `ee_step` (m per step), rotation by `ee_rot_step` (rad per step); rotations turn the TCP about the
+base frame's x, y, z axes (R_target = Rz(dyaw) Ry(dpitch) Rx(droll) R_current).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ACTION_SPACES = ("joint_delta", "ee_delta")
+EE_AXES = {"xyz": 3, "xyz_rpy": 6}  # motion values per ee_axes setting (the gripper value comes after them)
+DEFAULT_EE_STEP = 0.02  # m per step at |action| = 1
+DEFAULT_EE_ROT_STEP = 0.1  # rad per step at |action| = 1
+
+
+@dataclass(frozen=True)
+class EeActionSpace:
+    axes: str = "xyz"
+    step: float = DEFAULT_EE_STEP
+    rot_step: float = DEFAULT_EE_ROT_STEP
+
+    def __post_init__(self) -> None:
+        check_ee_fields(self.axes, self.step, self.rot_step)
+
+    @property
+    def motion_dim(self) -> int:
+        return EE_AXES[self.axes]
+
+    @property
+    def dim(self) -> int:
+        """The policy's action_dim: the motion values plus one gripper value."""
+        return self.motion_dim + 1
+
+    @property
+    def rotates(self) -> bool:
+        return self.motion_dim == 6
+
+
+def check_ee_fields(axes: str, step: float, rot_step: float) -> None:
+    """Raise ValueError with the reason when the end-effector action settings are unusable."""
+    if axes not in EE_AXES:
+        raise ValueError(f"ee_axes must be one of {tuple(EE_AXES)}, got {axes!r}")
+    if not (0.0 < float(step) <= 0.2):
+        raise ValueError(f"ee_step must be in (0, 0.2] m per step, got {step}")
+    if not (0.0 < float(rot_step) <= 1.0):
+        raise ValueError(f"ee_rot_step must be in (0, 1] rad per step, got {rot_step}")
+
