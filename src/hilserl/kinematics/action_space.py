@@ -48,3 +48,16 @@ def check_ee_fields(axes: str, step: float, rot_step: float) -> None:
     if not (0.0 < float(rot_step) <= 1.0):
         raise ValueError(f"ee_rot_step must be in (0, 1] rad per step, got {rot_step}")
 
+
+
+def action_space_problem(config, actor_action_space: str, n_joints: int) -> str | None:
+    """Why an actor set up for `actor_action_space` and `n_joints` commanded joints cannot run a policy with
+    this PolicyConfig (None when it can): the actor's check on every weights payload."""
+    if actor_action_space not in ACTION_SPACES:
+        raise ValueError(f"action_space must be one of {ACTION_SPACES}, got {actor_action_space!r}")
+    if config.action_space != actor_action_space:
+        return (f"policy acts in {config.action_space} but this actor is set up for {actor_action_space} "
+                f"(parameter action_space)")
+    if config.action_space == "joint_delta" and config.action_dim != n_joints:
+        return f"policy has {config.action_dim} actions but `joints` names {n_joints}"
+    return None
