@@ -50,6 +50,13 @@ def check_ee_fields(axes: str, step: float, rot_step: float) -> None:
 
 
 
+def action_dim_for(action_space: str, ee_axes: str, joint_count: int) -> int:
+    """The action_dim a policy in this action space has: one per joint, or the ee motion + 1 gripper value."""
+    if action_space not in ACTION_SPACES:
+        raise ValueError(f"action_space must be one of {ACTION_SPACES}, got {action_space!r}")
+    return EeActionSpace(ee_axes).dim if action_space == "ee_delta" else joint_count
+
+
 def action_space_problem(config, actor_action_space: str, n_joints: int) -> str | None:
     """Why an actor set up for `actor_action_space` and `n_joints` commanded joints cannot run a policy with
     this PolicyConfig (None when it can): the actor's check on every weights payload."""

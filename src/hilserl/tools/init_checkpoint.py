@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from hilserl.kinematics.action_space import ACTION_SPACES, EE_AXES, EeActionSpace
+from hilserl.kinematics.action_space import ACTION_SPACES, EE_AXES, action_dim_for
 from hilserl.policies import POLICY_TYPES, PolicyConfig, build_agent
 from hilserl.weights.checkpoint import save_checkpoint
 from hilserl.weights.loader import inference_digest
@@ -33,8 +33,7 @@ def main(argv: list[str]) -> int:
                         help="DrQ-v2 exploration noise: a constant or 'linear(init,final,steps)'")
     args = parser.parse_args(argv)
     try:
-        action_dim = args.action_dim or (EeActionSpace(args.ee_axes).dim if args.action_space == "ee_delta"
-                                         else PolicyConfig.action_dim)
+        action_dim = args.action_dim or action_dim_for(args.action_space, args.ee_axes, PolicyConfig.action_dim)
         config = PolicyConfig(policy=args.policy, action_dim=action_dim, state_dim=args.state_dim,
                               action_space=args.action_space, ee_axes=args.ee_axes, ee_step=args.ee_step,
                               ee_rot_step=args.ee_rot_step,
