@@ -45,7 +45,8 @@ def offset_placement(tcp_offset: Sequence[float]) -> pin.SE3:
     """[x, y, z] or [x, y, z, roll, pitch, yaw] (m, rad) as a placement in the tcp_frame."""
     values = np.asarray(tcp_offset, dtype=np.float64)
     if values.shape not in ((3,), (6,)) or not np.isfinite(values).all():
-        raise ValueError(f"tcp_offset must be 3 (xyz, m) or 6 (xyz + roll, pitch, yaw) finite numbers, got {tcp_offset}")
+        raise ValueError(f"tcp_offset must be 3 (xyz, m) or 6 (xyz + roll, pitch, yaw) finite numbers, "
+                         f"got {tcp_offset}")
     rotation = pin.rpy.rpyToMatrix(*values[3:]) if values.size == 6 else np.eye(3)
     return pin.SE3(rotation, values[:3])
 
@@ -123,7 +124,8 @@ class ArmKinematics:
     def _configuration(self, q: np.ndarray) -> np.ndarray:
         q = np.asarray(q, dtype=np.float64)
         if q.shape != (len(self.joints),):
-            raise ValueError(f"expected {len(self.joints)} joint positions ({', '.join(self.joints)}), got shape {q.shape}")
+            raise ValueError(f"expected {len(self.joints)} joint positions ({', '.join(self.joints)}), "
+                             f"got shape {q.shape}")
         full = self._q.copy()
         full[self.q_index] = q
         return full
@@ -162,5 +164,5 @@ class ArmKinematics:
             step = jacobian.T @ np.linalg.solve(jacobian @ jacobian.T + IK_DAMPING ** 2 * eye6, error)
             step *= min(1.0, IK_MAX_JOINT_STEP / max(float(np.abs(step).max()), 1e-12))
             full[arm_q] = np.clip(full[arm_q] + step, lower, upper)
-        return IkResult(q=full[self.q_index].copy(), pose=current.copy(), position_error=position_error, rotation_error=rotation_error,
-                        iterations=iteration)
+        return IkResult(q=full[self.q_index].copy(), pose=current.copy(), position_error=position_error,
+                        rotation_error=rotation_error, iterations=iteration)

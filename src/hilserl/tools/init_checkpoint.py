@@ -24,7 +24,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ee-step", type=float, default=PolicyConfig.ee_step, help="m per step at action 1")
     parser.add_argument("--ee-rot-step", type=float, default=PolicyConfig.ee_rot_step, help="rad per step at action 1")
     parser.add_argument("--action-dim", type=int, default=None,
-                        help=f"default: {PolicyConfig.action_dim} for joint_delta, motion + 1 gripper value for ee_delta")
+                        help=f"default: {PolicyConfig.action_dim} for joint_delta, motion + 1 gripper value "
+                             "for ee_delta")
     parser.add_argument("--state-dim", type=int, default=0, help="proprioceptive inputs; 0 = pixels only")
     parser.add_argument("--image-size", type=int, default=PolicyConfig.image_size)
     parser.add_argument("--frame-stack", type=int, default=PolicyConfig.frame_stack)
