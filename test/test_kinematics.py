@@ -31,7 +31,7 @@ def random_configurations(arm: ArmKinematics, n: int, seed: int) -> np.ndarray:
 
 
 def test_model_maps_the_project_joints(arm):
-    assert arm.joints == JOINTS
+    assert arm.joints == JOINTS and arm.base_frame == "panda_link0"
     assert [JOINTS[i] for i in arm.gripper_index] == ["panda_finger_joint1"]
     assert len(arm.arm_index) == 7
     # the narrower of the URDF's and the project's limits

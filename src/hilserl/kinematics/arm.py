@@ -59,6 +59,7 @@ class ArmKinematics:
         except (RuntimeError, ValueError) as err:
             raise ValueError(f"cannot build a kinematic model from the URDF: {err}") from err
         self.data = self.model.createData()
+        self.base_frame = self.model.frames[1].name  # the URDF's root link: the frame of every pose here
         self.joints = tuple(joints)
         self.tcp_frame = tcp_frame
         self._add_tcp_frame(tcp_frame, offset_placement(tcp_offset))
