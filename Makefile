@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) bench/weight_sync.py
 	$(PY) bench/learner_update.py
 	$(PY) bench/sim_throughput.py
+	$(PY) bench/actor_step.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,7 +9,10 @@ from hilserl.robot import HOME, JOINT_LOWER, JOINT_UPPER, JOINTS
 
 pytest.importorskip("genesis")
 
+from hilserl.kinematics.action_space import EeActionSpace  # noqa: E402
+from hilserl.policies.config import PolicyConfig  # noqa: E402
 from hilserl.sim.expert import ScriptedExpert  # noqa: E402
+from hilserl.sim.rollout import run_episode  # noqa: E402
 from hilserl.sim.task import LIMIT_TOLERANCE, PandaTask, TaskConfig, action_to_targets, variant_config  # noqa: E402
 
 
@@ -143,6 +146,19 @@ def test_expert_reaches_the_cube(task, seed):
     assert distance < task.config.success_radius
     assert rewards[-1] == 0.0 and -1.0 < rewards[0] < rewards[-2] < 0.0  # dense reward grows on the way
 
+
+@pytest.mark.parametrize("axes", ["xyz", "xyz_rpy"])
+def test_expert_reaches_the_cube_with_end_effector_actions(task, axes):
+    """The expert in ee_delta, each action turned into joint targets by the kinematics, as the actor does."""
+    space = EeActionSpace(axes)
+    config = PolicyConfig(action_space="ee_delta", ee_axes=axes, action_dim=space.dim, state_dim=8)
+    expert = ScriptedExpert(task, space=space)
+    episode = run_episode(task, config, 303, lambda obs, pixels, t: expert.act(obs))
+    assert episode.success and episode.terminated
+    actions = np.asarray(episode.actions)
+    assert actions.shape == (episode.length, space.dim) and np.abs(actions).max() <= 1.0
+    # the stored executed motion moved the TCP: early steps head down toward the cube at a full ee_step
+    assert actions[0, 2] == pytest.approx(-1.0, abs=0.01)
 
 def test_lighting_randomisation_changes_the_image_not_the_scene(task):
     """Two seeds with the same cube pose and start pose differ only by their lighting draw."""

@@ -67,7 +67,10 @@ def test_receiver_loads_whole_state_and_orders_versions():
     assert receiver.meta.run_id == "run-b" and receiver.loaded_digest == inference_digest(a)
     pixels = np.random.default_rng(0).integers(0, 256, (SMALL.image_channels, 24, 24), dtype=np.uint8)
     expected = a.act(pixels, None, deterministic=True, step=0)
-    np.testing.assert_array_equal(receiver.policy.act(pixels, None, deterministic=True, step=0), expected)
+    # Equal weights (the digests above), equal actions up to float rounding: the received tensors view the
+    # payload, and where the metadata's length puts them on another 16-byte alignment the CPU kernels take
+    # another vector path, which can change the last bit (the same tolerance as the actor-vs-infer tests).
+    np.testing.assert_allclose(receiver.policy.act(pixels, None, deterministic=True, step=0), expected, rtol=0, atol=1e-6)
 
 
 def rejection_cases(policy: InferencePolicy) -> dict[str, tuple[bytes, str]]:

@@ -6,6 +6,8 @@ overrides them with the `joints`, `joint_lower` and `joint_upper` parameters.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from hilserl.policies.config import PANDA_JOINTS
@@ -16,6 +18,17 @@ JOINT_UPPER: tuple[float, ...] = (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.752
 HOME: tuple[float, ...] = (0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785, 0.04)
 # Per-step position change at action = +-1: ~3 degrees per arm joint, 5 mm of finger travel.
 ACTION_SCALE: tuple[float, ...] = (0.05,) * 7 + (0.005,)
+# End-effector actions (hilserl.kinematics). The TCP is the centre between the fingertips, TCP_OFFSET along the
+# hand's z from panda_hand (the sim's `ee_position`); the URDF's panda_grasptarget sits 1.6 mm further out.
+TCP_FRAME = "panda_hand"
+TCP_OFFSET = 0.1034  # m
+# The TCP's box in the base frame (panda_link0): the table area the tasks use, from just above the floor.
+WORKSPACE_LOWER: tuple[float, ...] = (0.25, -0.40, 0.01)
+WORKSPACE_UPPER: tuple[float, ...] = (0.80, 0.40, 0.60)
+# Orientation limits: roll, pitch, yaw (about the base axes) away from fingers-down (roll pi), in rad.
+ORIENTATION_REFERENCE: tuple[float, ...] = (math.pi, 0.0, 0.0)
+ORIENTATION_LOWER: tuple[float, ...] = (-0.5, -0.5, -1.7)
+ORIENTATION_UPPER: tuple[float, ...] = (0.5, 0.5, 1.7)
 
 # Topic names shared by nodes, tools and tests. They are a contract; extend, don't rename.
 WEIGHTS_TOPIC = "/policy_weights"

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hilserl.kinematics.action_space import ACTION_SPACES, DEFAULT_EE_ROT_STEP, DEFAULT_EE_STEP, EeActionSpace
+
 POLICY_TYPES = ("drqv2", "sac")
 
 # The Franka Panda as commanded through ros2_control: 7 arm joints and one gripper command.
@@ -37,6 +39,14 @@ class PolicyConfig:
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     freeze_encoder: bool = False
+    # What an action means (hilserl.kinematics.action_space): "joint_delta" = one delta per entry of the actor's
+    # `joints`; "ee_delta" = end-effector deltas in the base frame ([dx, dy, dz] for ee_axes "xyz", plus
+    # [droll, dpitch, dyaw] for "xyz_rpy") scaled by ee_step (m) / ee_rot_step (rad), then one gripper value.
+    # Configs written before these fields existed read as joint_delta.
+    action_space: str = "joint_delta"
+    ee_axes: str = "xyz"
+    ee_step: float = DEFAULT_EE_STEP
+    ee_rot_step: float = DEFAULT_EE_ROT_STEP
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -51,11 +61,24 @@ class PolicyConfig:
         parse_schedule(self.stddev_schedule, 0)  # a malformed schedule fails here, not mid-training
         if self.image_size < 16:
             raise ValueError(f"policy config: image_size {self.image_size} is too small for the encoder (>= 16)")
+        if self.action_space not in ACTION_SPACES:
+            raise ValueError(f"policy config: action_space must be one of {ACTION_SPACES}, got {self.action_space!r}")
+        ee = self.ee_action_space()  # checked under joint_delta too, so a mistyped field fails at load
+        if self.action_space == "ee_delta" and self.action_dim != ee.dim:
+            raise ValueError(f"policy config: an ee_delta policy with ee_axes {self.ee_axes!r} has action_dim "
+                             f"{ee.dim} (motion + gripper), got {self.action_dim}")
 
     @property
     def image_channels(self) -> int:
         """Channels the encoder sees: RGB x stacked frames x cameras."""
         return 3 * self.frame_stack * self.num_cameras
+
+    def ee_action_space(self) -> EeActionSpace:
+        """The end-effector action settings (raises ValueError, with the reason, when they are unusable)."""
+        try:
+            return EeActionSpace(self.ee_axes, self.ee_step, self.ee_rot_step)
+        except ValueError as err:
+            raise ValueError(f"policy config: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,5 +1,10 @@
-"""A scripted expert for the Genesis task: inverse kinematics toward a gripper-centre waypoint, turned into a
-policy action (joint deltas in units of ACTION_SCALE, clipped to [-1, 1]).
+"""A scripted expert for the Genesis task: a gripper-centre waypoint (and a top-down orientation) turned into
+a policy action in the policy's action space:
+  joint_delta  Genesis inverse kinematics toward the waypoint, as joint deltas in units of ACTION_SCALE,
+               clipped to [-1, 1];
+  ee_delta     the TCP's straight-line step toward the waypoint in units of ee_step (scaled down as a whole
+               when beyond 1, so the direction is kept), with ee_axes xyz_rpy the rotation toward the
+               top-down orientation in units of ee_rot_step; the finger as a joint delta.
 
 The expert is a function of the current state only (joint positions, cube pose, goal), never of its own
 history, so it can label any state the learner visits: that is what DAgger-style relabelling needs.
@@ -16,8 +21,12 @@ import math
 
 import numpy as np
 
-from hilserl.robot import ACTION_SCALE
-from hilserl.sim.task import TCP_OFFSET, Observation, PandaTask
+import pinocchio as pin
+
+from hilserl.kinematics.action_space import EeActionSpace
+from hilserl.kinematics.panda import panda_arm
+from hilserl.robot import ACTION_SCALE, TCP_OFFSET
+from hilserl.sim.task import Observation, PandaTask
 
 FINGER_OPEN, FINGER_CLOSED = 0.04, 0.0
 APPROACH_HEIGHT = 0.10  # m above the cube's centre before coming down (push, lift)
@@ -41,12 +50,14 @@ def cube_yaw(obs: Observation) -> float:
 
 
 class ScriptedExpert:
-    def __init__(self, task: PandaTask, gain: float = 1.0):
-        self.task, self.gain = task, gain
+    def __init__(self, task: PandaTask, gain: float = 1.0, space: EeActionSpace | None = None):
+        """`space`: the policy's end-effector action settings, or None for joint-delta actions."""
+        self.task, self.gain, self.space = task, gain, space
         self.scale = np.asarray(ACTION_SCALE, dtype=np.float64)
+        self.arm = panda_arm() if space is not None and space.rotates else None  # the TCP's orientation
 
     def act(self, obs: Observation, env: int = 0) -> np.ndarray:
-        """The expert's action in [-1, 1]^8 for this observation of environment `env`."""
+        """The expert's action in [-1, 1]^action_dim for this observation of environment `env`."""
         kind = self.task.config.task
         if kind == "reach":
             waypoint, yaw, finger = obs.target_position, 0.0, FINGER_OPEN
@@ -54,10 +65,23 @@ class ScriptedExpert:
             waypoint, yaw, finger = self._push(obs)
         else:
             waypoint, yaw, finger = self._lift(obs)
+        hand = (finger - obs.joint_positions[7]) / self.scale[7]
+        if self.space is not None:
+            return np.clip(np.append(self.ee_motion(obs, waypoint, yaw), hand), -1.0, 1.0)
         q_goal = self.solve_ik(waypoint, top_down_quat(yaw), obs.joint_positions, env)
         arm = (q_goal[:7] - obs.joint_positions[:7]) / self.scale[:7] * self.gain
-        hand = (finger - obs.joint_positions[7]) / self.scale[7]
         return np.clip(np.append(arm, hand), -1.0, 1.0)
+
+    def ee_motion(self, obs: Observation, waypoint: np.ndarray, yaw: float) -> np.ndarray:
+        """The end-effector motion values toward the waypoint (and the top-down orientation at `yaw`)."""
+        translation = (waypoint - obs.ee_position) / self.space.step * self.gain
+        translation /= max(1.0, float(np.abs(translation).max()))  # a full step along the straight line
+        if not self.space.rotates:
+            return translation
+        current = self.arm.tcp_pose(obs.joint_positions).rotation
+        goal = pin.rpy.rpyToMatrix(math.pi, 0.0, yaw)  # top_down_quat(yaw) as a matrix
+        rotation = np.asarray(pin.rpy.matrixToRpy(goal @ current.T)) / self.space.rot_step * self.gain
+        return np.append(translation, np.clip(rotation, -1.0, 1.0))
 
     def solve_ik(self, tcp_position: np.ndarray, quat_wxyz: np.ndarray, q: np.ndarray, env: int) -> np.ndarray:
         """Joint positions (9 dofs) putting the gripper centre at `tcp_position`, starting from `q` (8 commands)."""

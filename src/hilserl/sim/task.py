@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hilserl.robot import HOME, JOINT_LOWER, JOINT_UPPER, JOINTS, action_to_targets
+from hilserl.robot import HOME, JOINT_LOWER, JOINT_UPPER, JOINTS, TCP_OFFSET, action_to_targets
 
 __all__ = ["TASKS", "VARIANTS", "TaskConfig", "variant_config", "Observation", "StepResult", "PandaTask",
            "action_to_targets", "init_genesis"]
@@ -59,7 +59,6 @@ N_COMMANDS = len(JOINTS)  # 7 arm joints + 1 finger command
 # Commands this far past a limit are accepted and clipped to it: a measured pose held as a target may sit a
 # float rounding or a contact's give beyond the limit (an open finger reads 0.04000003).
 LIMIT_TOLERANCE = 1e-4  # rad, or m for the finger
-TCP_OFFSET = 0.1034  # m from the Panda hand frame to the centre between the fingertips, along the hand's z
 # Joint-space PD gains of the Panda's position actuators: the arm's as in the MJCF model; the fingers stiffer
 # than the model's, so a closed gripper squeezes a cube hard enough (~20 N) to lift it.
 KP = (4500.0, 4500.0, 3500.0, 3500.0, 2000.0, 2000.0, 2000.0, 800.0, 800.0)

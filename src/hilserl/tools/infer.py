@@ -1,6 +1,6 @@
 """`python -m hilserl infer`: run a checkpoint directly, with no ROS.
 
-`--image IMG.png` prints the deterministic action for that still image as JSON `{"action": [...]}`,
+`--image IMG.png` prints the deterministic action for that still image as JSON `{"action": [...], "action_space": ...}`,
 preprocessed exactly as the actor preprocesses its first observation: it is the reference an actor
 must match. `--sim` runs the checkpoint in Genesis instead (see tools/infer_sim.py).
 """
@@ -38,7 +38,8 @@ def image_action(checkpoint: str, image_path: str, joint_positions: np.ndarray |
     frames = [rgb] * config.num_cameras
     state = joint_state_vector(config, joint_positions)
     action = policy.act(first_observation(config, frames), state, deterministic=True, step=0)
-    return {"action": action.tolist(), "inference_digest": inference_digest(policy)}
+    return {"action": action.tolist(), "action_space": config.action_space,
+            "inference_digest": inference_digest(policy)}
 
 
 def main(argv: list[str]) -> int:

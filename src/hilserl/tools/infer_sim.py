@@ -1,8 +1,8 @@
 """`python -m hilserl infer --checkpoint DIR --sim`: run a checkpoint in the Genesis task, with no ROS.
 
 The checkpoint is loaded as an actor loads weights (`load_inference_policy`, strict), observations are
-built with `FrameStacker` and actions come from `InferencePolicy.act`, then `action_to_targets`, exactly
-as the actor node computes its commands. Prints one line per episode and, last, one JSON line:
+built with `FrameStacker` and actions come from `InferencePolicy.act`, then joint targets in the
+checkpoint's action space (`hilserl.sim.rollout.command_for`), as the actor node computes its commands. Prints one line per episode and, last, one JSON line:
   {"success_rate": ..., "mean_return": ..., "episodes": N, "seeds": [first, last], ...}
 Episode k uses seed `--seed + k`; the task (reach/push/lift) is the one the checkpoint was pretrained on
 unless `--task` says otherwise.

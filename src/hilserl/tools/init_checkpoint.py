@@ -11,11 +11,13 @@ import json
 
 import torch
 
-NUM_EXPL_STEPS = 2000  # DrQ-v2's default num_expl_steps
+from hilserl.kinematics.action_space import ACTION_SPACES, EE_AXES, action_dim_for
 from hilserl.policies import POLICY_TYPES, PolicyConfig, build_agent
 from hilserl.weights.checkpoint import save_checkpoint
 from hilserl.weights.codec import EXPLORATION_KEY
 from hilserl.weights.loader import inference_digest
+
+NUM_EXPL_STEPS = 2000  # DrQ-v2's default num_expl_steps
 
 
 def main(argv: list[str]) -> int:
@@ -23,7 +25,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--policy", choices=POLICY_TYPES, required=True)
     parser.add_argument("--seed", type=int, required=True, help="different seeds give different encoders")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
-    parser.add_argument("--action-dim", type=int, default=PolicyConfig.action_dim)
+    parser.add_argument("--action-space", choices=ACTION_SPACES, default=PolicyConfig.action_space,
+                        help="joint_delta: one delta per joint; ee_delta: end-effector deltas + gripper")
+    parser.add_argument("--ee-axes", choices=tuple(EE_AXES), default=PolicyConfig.ee_axes)
+    parser.add_argument("--ee-step", type=float, default=PolicyConfig.ee_step, help="m per step at action 1")
+    parser.add_argument("--ee-rot-step", type=float, default=PolicyConfig.ee_rot_step, help="rad per step at action 1")
+    parser.add_argument("--action-dim", type=int, default=None,
+                        help=f"default: {PolicyConfig.action_dim} for joint_delta, motion + 1 gripper value "
+                             "for ee_delta")
     parser.add_argument("--state-dim", type=int, default=0, help="proprioceptive inputs; 0 = pixels only")
     parser.add_argument("--image-size", type=int, default=PolicyConfig.image_size)
     parser.add_argument("--frame-stack", type=int, default=PolicyConfig.frame_stack)
@@ -36,7 +45,10 @@ def main(argv: list[str]) -> int:
     if args.uniform_exploration_steps < 0:
         parser.error("--uniform-exploration-steps must be >= 0")
     try:
-        config = PolicyConfig(policy=args.policy, action_dim=args.action_dim, state_dim=args.state_dim,
+        action_dim = args.action_dim or action_dim_for(args.action_space, args.ee_axes, PolicyConfig.action_dim)
+        config = PolicyConfig(policy=args.policy, action_dim=action_dim, state_dim=args.state_dim,
+                              action_space=args.action_space, ee_axes=args.ee_axes, ee_step=args.ee_step,
+                              ee_rot_step=args.ee_rot_step,
                               image_size=args.image_size, frame_stack=args.frame_stack,
                               hidden_dim=args.hidden_dim, stddev_schedule=args.stddev_schedule)
     except ValueError as err:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hilserl.kinematics.action_space import ACTION_SPACES, EE_AXES, action_dim_for
 from hilserl.policies import PolicyConfig, build_agent, resolve_device
 from hilserl.policies.augment import random_shift
 
@@ -63,6 +64,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last finished stage")
     p.add_argument("--task", default=TASK, choices=("reach", "push", "lift"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--action-space", default="joint_delta", choices=ACTION_SPACES,
+                   help="ee_delta: end-effector deltas + gripper, turned into joint targets by the Panda's kinematics")
+    p.add_argument("--ee-axes", default="xyz", choices=tuple(EE_AXES))
     p.add_argument("--expert-demos", type=int, default=EXPERT_DEMOS, help="expert episodes before cloning")
     p.add_argument("--demo-noise", type=float, default=DEMO_NOISE, help="std of the noise on executed expert actions")
     p.add_argument("--bc-updates", type=int, default=BC_UPDATES, help="cloning updates on the expert demos")
@@ -129,7 +133,8 @@ class Pretrainer:
         self.config = PolicyConfig(policy="drqv2", state_dim=0 if args.no_state else 8, hidden_dim=args.hidden_dim,
                                    feature_dim=args.feature_dim, frame_stack=args.frame_stack,
                                    image_size=args.image_size, num_cameras=args.num_cameras,
-                                   stddev_schedule=args.stddev_schedule)
+                                   stddev_schedule=args.stddev_schedule, action_space=args.action_space,
+                                   ee_axes=args.ee_axes, action_dim=action_dim_for(args.action_space, args.ee_axes, 8))
         torch.manual_seed(args.seed)
         self.rng = np.random.default_rng(args.seed)
         self.agent = build_agent(self.config, device=resolve_device(args.device))
@@ -149,7 +154,8 @@ class Pretrainer:
                              f"--task {args.task} --image-size {args.image_size} --num-cameras {args.num_cameras} "
                              "(single env)")
         self.task = task
-        self.expert = ScriptedExpert(self.task)
+        self.expert = ScriptedExpert(self.task, space=self.config.ee_action_space()
+                                     if self.config.action_space == "ee_delta" else None)
         self.started = time.monotonic() - self.progress["wall_time_s"]
 
     # -- stages ------------------------------------------------------------------------------------
