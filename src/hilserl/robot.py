@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hilserl.policies.config import PANDA_JOINTS
+from hilserl.names import (CAMERA_INFO_TOPIC, CAMERA_TOPIC, COMMAND_TOPIC, JOINT_STATES_TOPIC,  # noqa: F401
+                           PANDA_JOINTS, WEIGHTS_TOPIC)
 
 JOINTS: tuple[str, ...] = PANDA_JOINTS
 JOINT_LOWER: tuple[float, ...] = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973, 0.0)
@@ -17,12 +18,7 @@ HOME: tuple[float, ...] = (0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785, 0.04)
 # Per-step position change at action = +-1: ~3 degrees per arm joint, 5 mm of finger travel.
 ACTION_SCALE: tuple[float, ...] = (0.05,) * 7 + (0.005,)
 
-# Topic names shared by nodes, tools and tests. They are a contract; extend, don't rename.
-WEIGHTS_TOPIC = "/policy_weights"
-COMMAND_TOPIC = "/forward_position_controller/commands"
-JOINT_STATES_TOPIC = "/joint_states"
-CAMERA_TOPIC = "camera/image_raw"
-CAMERA_INFO_TOPIC = "camera/camera_info"
+# The topic names above are imported from hilserl.names (re-exported here for older callers).
 
 
 def action_to_targets(q: np.ndarray, action: np.ndarray, scale=ACTION_SCALE, lower=JOINT_LOWER,
