@@ -64,6 +64,7 @@ class EpisodeRules:
         self.current = now
         if now is None:
             return self._observe_unreported(frames, state)
+        self.ledger.add(now)  # in case it came by another road than report()
         taken = self.ledger.take_through(now.key)
         if self.recorder.pending is not None and self.acted_in is None:
             self.drop_pending()  # taken before the sim's first report arrived: its outcome cannot be told
@@ -81,10 +82,10 @@ class EpisodeRules:
         return self.recorder.pending is None  # else no step since the last action (real time: the sim lags)
 
     def _settle(self, after: list[StepReport], frames: np.ndarray, state: np.ndarray) -> None:
-        last = after[-1]
+        last, label = after[-1], self.label  # a person's label ends the episode with this transition
         truncated = last.truncated or (self.max_episode_steps > 0 and self.recorder.stats.steps >= self.max_episode_steps)
-        self.recorder.outcome(sum(r.reward for r in after), last.terminated, truncated, last.success,
-                              next_frames=frames, next_state=state)
+        self.recorder.outcome(sum(r.reward for r in after), last.terminated or label is not None, truncated,
+                              label == "success" if label else last.success, next_frames=frames, next_state=state)
         self.acted_in = None
 
     def _episode_ended(self, report: StepReport) -> None:

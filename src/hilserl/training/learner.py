@@ -113,6 +113,7 @@ class LearnerCore:
 
     def setup_training(self) -> None:
         s, config = self.settings, self.agent.config
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         set_torch_threads(s.torch_threads)
         self.online = ReplayBuffer(config, s.buffer_capacity, s.gamma, s.n_step)
         self.demos = ReplayBuffer(config, s.buffer_capacity, s.gamma, s.n_step)  # interventions
