@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState, Joy
 from std_msgs.msg import Bool, Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
@@ -52,8 +53,9 @@ class ActorNode(Node):
         p = self.params = declare(self, PARAMS)  # exits with one line on a bad value, before torch loads
         self.joints: list[str] = p["joints"]
         specs = {s.name: s for s in PARAMS}
-        for name, table in PER_JOINT_DEFAULTS.items():
+        for name, table in PER_JOINT_DEFAULTS.items():  # stored back: `ros2 param get` shows what is used
             p[name] = per_joint(specs[name], p[name], self.joints, dict(zip(JOINTS, table)))
+            self.set_parameters([Parameter(name, value=p[name])])
         self.lower, self.upper = np.array(p["joint_lower"]), np.array(p["joint_upper"])
         self.action_scale = np.array(p["action_scale"])
         import torch
