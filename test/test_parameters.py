@@ -110,3 +110,18 @@ def test_good_edge_values_are_accepted(checkpoint, tmp_path):
     finally:
         probe.close()
         actor.stop()
+
+
+def test_readme_tables_are_the_descriptors():
+    from hilserl.nodes.params import markdown_table
+
+    readme = (REPO / "README.md").read_text()
+    for node, table in TABLES.items():
+        assert markdown_table(table) in readme, f"README's {node} parameter table differs from nodes/params.py"
+
+
+def test_sim_choices_are_the_tasks_and_variants():
+    from hilserl.sim.task import TASKS, VARIANTS
+
+    spec = {s.name: s for s in SIM_PARAMS}
+    assert spec["task"].choices == TASKS and spec["variant"].choices == tuple(VARIANTS)

@@ -299,3 +299,12 @@ TELEOP_PARAMS = (
     Param("rate", 20.0, "Joy messages per second.", "float", low=0.0, above=True),
     Param("key_hold", 0.25, "Seconds a key press drives its axis, like a held stick.", "float", low=0.0, above=True),
 )
+
+
+def markdown_table(specs: Sequence[Param]) -> str:
+    """The README's table of a node's parameters (a test checks the README holds exactly this)."""
+    rows = ["| parameter | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    for s in specs:
+        default = format_value(s.default).replace("|", "\\|")
+        rows.append(f"| `{s.name}` | `{default}` | {s.allowed()} | {s.description} |")
+    return "\n".join(rows)
