@@ -38,6 +38,7 @@ from hilserl import names
 from hilserl.control.episode import Intervention, TeleopReading, Transition
 from hilserl.control.health import HOLDING, RUNNING, WAITING, ActorHealth
 from hilserl.control.rules import EpisodeRules
+from hilserl.control.sensors import incompatibility, observation_problem
 from hilserl.control.steps import StampMatcher, StepReport
 from hilserl.nodes.diagnostics import Diagnostics, StatusTopic
 from hilserl.nodes.image_conv import image_msg_to_rgb
@@ -119,13 +120,7 @@ class ActorNode(Node):
 
     # -- weights -------------------------------------------------------------------------------
     def incompatibility(self, config) -> str | None:
-        if config.action_dim != len(self.joints):
-            return f"policy has {config.action_dim} actions but `joints` names {len(self.joints)}"
-        if config.state_dim not in (0, len(self.joints)):
-            return f"policy reads {config.state_dim} state values; this actor provides {len(self.joints)} joint positions"
-        if config.num_cameras != len(self.image_topics):
-            return f"policy sees {config.num_cameras} camera(s); `image_topics` names {len(self.image_topics)}"
-        return None
+        return incompatibility(config, self.joints, self.image_topics)
 
     def on_weights(self, msg: UInt8MultiArray) -> None:
         from hilserl.policies.observation import FrameStacker
@@ -197,21 +192,6 @@ class ActorNode(Node):
             self.transition_sender.add(transition)
 
     # -- control -------------------------------------------------------------------------------
-    def observation_problem(self, now: float) -> str | None:
-        limit = self.params["stale_after"]
-        for topic in self.image_topics:
-            if topic not in self.frames:
-                return f"no image received yet on {topic}"
-            age = now - self.frames[topic][0]
-            if not self.lockstep and age > limit:
-                return f"image on {topic} is stale ({age:.2f} s old, limit {limit} s)"
-        if self.joint_state is None:
-            return "no joint_states received yet"
-        age = now - self.joint_state[0]
-        if not self.lockstep and age > limit:
-            return f"joint_states is stale ({age:.2f} s old, limit {limit} s)"
-        return None
-
     def current_report(self) -> tuple[bool, StepReport | None]:
         """(ready, the sim's report for the observation to act on; None without a sim).
 
@@ -230,7 +210,8 @@ class ActorNode(Node):
         if not self.receiver.ready:
             return  # WAITING: nothing is commanded before weights arrive
         now = time.monotonic()
-        problem = self.observation_problem(now)
+        problem = observation_problem(now, self.frames, self.image_topics, self.joint_state,
+                                      self.params["stale_after"], self.lockstep)
         if problem:
             self.set_state(HOLDING, problem)
             self.stacker.reset()  # a gap in the stream starts a fresh frame stack
