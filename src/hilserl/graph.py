@@ -28,12 +28,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hilserl import names
+from hilserl.names import PER_ARM_TOPICS, POLICY_TYPES
+
 PACKAGE = "hilserl"
 DEFAULT_CHECKPOINT = "checkpoints/reach"  # relative to the package root (source tree or share/hilserl)
-POLICIES = ("drqv2", "sac")
-
-# Per-arm topics. With several actors each is remapped into the actor's namespace (absolute -> relative).
-PER_ARM_TOPICS = ("/joint_states", "/forward_position_controller/commands", "/clock", "/joy")
+POLICIES = POLICY_TYPES
 
 
 @dataclass(frozen=True)
@@ -217,12 +217,14 @@ def build_graph(args: GraphArgs) -> list[NodeSpec]:
 # -- what each node publishes (RViz config and probes check against this) -------------------------
 # Relative names resolve in the node's namespace. Kept beside the graph so a rename shows up in one diff.
 PUBLISHED_TOPICS: dict[str, tuple[str, ...]] = {
-    "learner": ("/policy_weights", "~/status", "/diagnostics"),
-    "actor": ("/forward_position_controller/commands", "~/status", "~/weights_loaded", "/diagnostics"),
-    "sim": ("/joint_states", "camera/image_raw", "camera/camera_info", "sim/step", "sim/markers", "/clock",
-            "~/status", "/diagnostics"),
+    "learner": (names.WEIGHTS_TOPIC, names.STATUS_TOPIC, names.DIAGNOSTICS_TOPIC),
+    "actor": (names.COMMAND_TOPIC, names.STATUS_TOPIC, names.WEIGHTS_LOADED_TOPIC, names.EPISODES_TOPIC,
+              names.DIAGNOSTICS_TOPIC),
+    "sim": (names.JOINT_STATES_TOPIC, names.CAMERA_TOPIC, names.CAMERA_INFO_TOPIC, names.STEP_TOPIC,
+            names.SIM_EPISODES_TOPIC, names.MARKERS_TOPIC, names.CLOCK_TOPIC, names.STATUS_TOPIC,
+            names.DIAGNOSTICS_TOPIC),
     "robot_state_publisher": ("/robot_description", "/tf", "/tf_static"),
-    "teleop": ("/joy", "/diagnostics"),
+    "teleop": (names.TELEOP_TOPIC, names.DIAGNOSTICS_TOPIC),
 }
 
 

@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from hilserl.policies.config import PANDA_JOINTS
+from hilserl.names import (CAMERA_INFO_TOPIC, CAMERA_TOPIC, COMMAND_TOPIC, JOINT_STATES_TOPIC,  # noqa: F401
+                           PANDA_JOINTS, WEIGHTS_TOPIC)
 
 JOINTS: tuple[str, ...] = PANDA_JOINTS
 JOINT_LOWER: tuple[float, ...] = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973, 0.0)
@@ -30,12 +31,7 @@ ORIENTATION_REFERENCE: tuple[float, ...] = (math.pi, 0.0, 0.0)
 ORIENTATION_LOWER: tuple[float, ...] = (-0.5, -0.5, -1.7)
 ORIENTATION_UPPER: tuple[float, ...] = (0.5, 0.5, 1.7)
 
-# Topic names shared by nodes, tools and tests. They are a contract; extend, don't rename.
-WEIGHTS_TOPIC = "/policy_weights"
-COMMAND_TOPIC = "/forward_position_controller/commands"
-JOINT_STATES_TOPIC = "/joint_states"
-CAMERA_TOPIC = "camera/image_raw"
-CAMERA_INFO_TOPIC = "camera/camera_info"
+# The topic names above are imported from hilserl.names (re-exported here for older callers).
 
 
 def action_to_targets(q: np.ndarray, action: np.ndarray, scale=ACTION_SCALE, lower=JOINT_LOWER,

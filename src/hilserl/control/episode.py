@@ -87,6 +87,7 @@ class EpisodeRecorder:
         self.sink = sink
         self.pending: tuple[np.ndarray, np.ndarray, np.ndarray, bool, int] | None = None
         self.stats = EpisodeStats()
+        self.last_closed: dict = {"steps": 0, "interventions": 0}  # the summary end_episode last returned
 
     def acted(self, frames: np.ndarray, state: np.ndarray, action: np.ndarray, intervention: bool) -> None:
         self.pending = (frames, state.astype(np.float32), action.astype(np.float32), intervention, self.stats.steps)
@@ -112,7 +113,9 @@ class EpisodeRecorder:
     def end_episode(self, success: bool) -> dict:
         s = self.stats
         summary = {"episode": s.episode, "steps": s.steps, "return": s.episode_return, "success": success,
+                   "interventions": s.interventions,
                    "intervention_rate": s.interventions / s.steps if s.steps else 0.0}
         self.stats = EpisodeStats(episode=s.episode + 1)
         self.pending = None
+        self.last_closed = summary
         return summary

@@ -3,6 +3,8 @@
 It never commands the arm with weights it did not receive: until a payload from `/policy_weights` has
 been decoded, checked and loaded whole, the control loop publishes nothing (state WAITING). Later
 payloads replace the policy atomically or are rejected with the old weights kept (see weights/loader.py).
+Episode rules and lock-step matching are plain Python in hilserl/control/; this node wires them.
+Parameters: ACTOR_PARAMS in nodes/params.py (`ros2 param describe /actor <name>` shows each).
 
 Topics
   /policy_weights (sub)  std_msgs/UInt8MultiArray, RELIABLE + TRANSIENT_LOCAL + KEEP_LAST 1 (latched)
@@ -13,7 +15,8 @@ Topics
   ~/weights_loaded (pub) std_msgs/String JSON, latched: version, run and the digest computed from the
                          actor's own modules after loading
   ~/status (pub)         std_msgs/String JSON, latched: WAITING / RUNNING / HOLDING and why
-  episode_topic (sub)    std_msgs/String JSON per step from the sim (reward, success, episode flags)
+  ~/episodes (pub)       std_msgs/String JSON per finished episode, latched history (KEEP_LAST 1000)
+  episode_topic (sub)    std_msgs/String JSON per sim step (control/steps.py), RELIABLE KEEP_LAST 100
   teleop_topic (sub)     sensor_msgs/Joy: while the dead-man button is held the person's axes replace the
                          policy's action (flagged as an intervention); label buttons end an episode
 """
@@ -25,161 +28,111 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState, Joy
 from std_msgs.msg import Bool, Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
-from hilserl.control.episode import EpisodeRecorder, Intervention, TeleopReading, Transition
-
-from hilserl.metrics import metrics_for_node
-from hilserl.nodes.diagnostics import Diagnostics, RateMeter, StatusTopic, actor_report
+from hilserl import names
+from hilserl.control.episode import Intervention, TeleopReading, Transition
+from hilserl.control.health import HOLDING, RUNNING, WAITING, ActorHealth
+from hilserl.control.rules import EpisodeRules
+from hilserl.control.sensors import incompatibility, observation_problem
+from hilserl.control.steps import StampMatcher, StepReport
+from hilserl.nodes.diagnostics import Diagnostics, StatusTopic
 from hilserl.nodes.image_conv import image_msg_to_rgb
+from hilserl.nodes.params import ACTOR_PARAMS as PARAMS
+from hilserl.nodes.params import PER_JOINT_DEFAULTS, declare, per_joint
+from hilserl.nodes.qos import COMMANDS, EPISODE_LOG, LATCHED, SENSOR_DATA, STEP_REPORTS, STREAM
 from hilserl.nodes.runtime import run_node
-from hilserl.policies.config import PolicyConfig
-from hilserl.policies.observation import FrameStacker, joint_state_vector
-from hilserl.robot import (ACTION_SCALE, CAMERA_TOPIC, COMMAND_TOPIC, JOINT_LOWER, JOINT_STATES_TOPIC, JOINT_UPPER,
-                           JOINTS, WEIGHTS_TOPIC, action_to_targets)
-from hilserl.weights.checkpoint import read_config_file
-from hilserl.weights.loader import WeightsReceiver, module_digests
-
-LATCHED = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                     history=HistoryPolicy.KEEP_LAST, depth=1)
-# Lock-step simulation must not lose an observation (the sim waits for the command it answers), so
-# those subscriptions are reliable; hardware cameras publish best effort, which sensor-data QoS accepts.
-LOCKSTEP_SENSORS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-                              history=HistoryPolicy.KEEP_LAST, depth=5)
-COMMANDS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-                      history=HistoryPolicy.KEEP_LAST, depth=1)
-
-WAITING, RUNNING, HOLDING = "WAITING", "RUNNING", "HOLDING"
-
+from hilserl.robot import JOINTS, action_to_targets
 
 class ActorNode(Node):
     def __init__(self, argv: list[str] | None = None):
         super().__init__("actor")
-        p = self.declare_parameter
-        p("policy_config", "")
-        p("weights_topic", WEIGHTS_TOPIC)
-        p("image_topics", [CAMERA_TOPIC])
-        p("joint_states_topic", JOINT_STATES_TOPIC)
-        p("command_topic", COMMAND_TOPIC)
-        p("joints", list(JOINTS))
-        p("joint_lower", list(JOINT_LOWER))
-        p("joint_upper", list(JOINT_UPPER))
-        p("action_scale", list(ACTION_SCALE))
-        p("control_hz", 10.0)
-        p("deterministic", False)
-        p("stale_after", 0.5)
-        p("lockstep", False)
-        p("seed", 0)
-        p("episode_topic", "sim/step")  # per-step reward/success/episode flags (the sim's); absent on hardware
-        p("reset_service", "")  # e.g. sim/reset: called when a person labels an episode with a button
-        p("max_episode_steps", 0)  # 0 = episodes end by the sim's flags or a person's label only
-        p("teleop_topic", "/joy")
-        p("teleop_axes", list(range(len(JOINTS))))  # joy axis per action dimension
-        p("teleop_scale", 1.0)
-        p("deadman_button", 0)
-        p("success_button", 1)
-        p("failure_button", 2)
-        p("teleop_timeout", 0.5)
-        p("send_transitions", True)  # stream experience to the learner (acknowledged, resent, spilled to disk)
-        p("transition_batch", 16)
-        p("spill_dir", "")  # '' = runs/actor_spill/<namespace_name>
-        get = lambda name: self.get_parameter(name).value  # noqa: E731
-        self.joints: list[str] = list(get("joints"))
-        self.lower, self.upper = np.array(get("joint_lower")), np.array(get("joint_upper"))
-        self.action_scale = np.array(get("action_scale"))
-        for name, values in (("joint_lower", self.lower), ("joint_upper", self.upper), ("action_scale", self.action_scale)):
-            if len(values) != len(self.joints):
-                raise SystemExit(f"actor: parameter {name} has {len(values)} values for {len(self.joints)} joints")
-        self.deterministic: bool = get("deterministic")
-        self.stale_after: float = get("stale_after")
-        self.lockstep: bool = get("lockstep")
-        self.generator = torch.Generator().manual_seed(int(get("seed")))
-        self.max_episode_steps: int = get("max_episode_steps")
-        self.intervention = Intervention(axes=list(get("teleop_axes")), deadman_button=get("deadman_button"),
-                                         success_button=get("success_button"), failure_button=get("failure_button"),
-                                         scale=get("teleop_scale"), timeout=get("teleop_timeout"))
-        if len(self.intervention.axes) != len(self.joints):
-            raise SystemExit(f"actor: teleop_axes names {len(self.intervention.axes)} axes for {len(self.joints)} joints")
-        self.recorder = EpisodeRecorder(self.on_transition)
-        self.transitions_made = 0
-        self.pending_label: str | None = None
-        self.episode_summaries: list[dict] = []
+        p = self.params = declare(self, PARAMS)  # exits with one line on a bad value, before torch loads
+        self.joints: list[str] = p["joints"]
+        specs = {s.name: s for s in PARAMS}
+        for name, table in PER_JOINT_DEFAULTS.items():  # stored back: `ros2 param get` shows what is used
+            p[name] = per_joint(specs[name], p[name], self.joints, dict(zip(JOINTS, table)))
+            self.set_parameters([Parameter(name, value=p[name])])
+        self.lower, self.upper = np.array(p["joint_lower"]), np.array(p["joint_upper"])
+        self.action_scale = np.array(p["action_scale"])
+        import torch
+
+        from hilserl.metrics import metrics_for_node
+        from hilserl.weights.checkpoint import read_config_file
+        from hilserl.weights.loader import WeightsReceiver
+
+        self.lockstep, self.image_topics = p["lockstep"], p["image_topics"]
+        self.generator = torch.Generator().manual_seed(p["seed"])
+        self.intervention = Intervention(axes=p["teleop_axes"], deadman_button=p["deadman_button"],
+                                         success_button=p["success_button"], failure_button=p["failure_button"],
+                                         scale=p["teleop_scale"], timeout=p["teleop_timeout"])
+        self.rules = EpisodeRules(self.on_transition, self.finish_episode, p["max_episode_steps"],
+                                  warn=self.get_logger().warning)
+        self.health_state = ActorHealth(control_hz=p["control_hz"], lockstep=self.lockstep,
+                                        reason=f"waiting for weights on {p['weights_topic']}")
+        self.matcher = StampMatcher()
         self.transition_sender = None
-        if get("send_transitions"):
+        if p["send_transitions"]:
             from hilserl.nodes.transitions import TransitionSender, safe_name
 
             actor_id = self.get_fully_qualified_name()
-            spill = get("spill_dir") or f"runs/actor_spill/{safe_name(actor_id)}"
+            spill = p["spill_dir"] or f"runs/actor_spill/{safe_name(actor_id)}"
             self.transition_sender = TransitionSender(self, actor_id, lambda: self.receiver.meta.config_fingerprint,
-                                                      Path(spill), batch_size=get("transition_batch"))
-
-        self.image_topics: list[str] = list(get("image_topics"))
+                                                      Path(spill), batch_size=p["transition_batch"])
         expected = None
-        if get("policy_config"):
-            expected, _ = read_config_file(get("policy_config"))
+        if p["policy_config"]:
+            expected, _ = read_config_file(p["policy_config"])
             problem = self.incompatibility(expected)
             if problem:
-                raise SystemExit(f"actor: policy_config {get('policy_config')}: {problem}")
+                raise SystemExit(f"actor: policy_config {p['policy_config']}: {problem}")
         self.receiver = WeightsReceiver(expected, compatible=self.incompatibility)
-        self.stacker: FrameStacker | None = None
+        self.stacker = None
         self.frames: dict[str, tuple[float, object, np.ndarray]] = {}  # topic -> (received, stamp, rgb)
         self.joint_state: tuple[float, object, np.ndarray] | None = None
-        self.step_info: tuple[float, object, dict] | None = None
-        self.step_info_used = True
-        self.last_acted_stamp = None
-        self.state, self.reason = WAITING, f"waiting for weights on {get('weights_topic')}"
-        self.commands_sent = 0
-        self.rejected = 0
-        self.last_rejection = ""
+        self.uses_reports = bool(p["episode_topic"])
 
-        self.command_pub = self.create_publisher(Float64MultiArray, get("command_topic"), COMMANDS)
-        self.loaded_pub = self.create_publisher(String, "~/weights_loaded", LATCHED)
+        self.command_pub = self.create_publisher(Float64MultiArray, p["command_topic"], COMMANDS)
+        self.loaded_pub = self.create_publisher(String, names.WEIGHTS_LOADED_TOPIC, LATCHED)
         self.status_pub = StatusTopic(self)  # latched, publishes on change only
-        self.intervention_pub = self.create_publisher(Bool, "intervention", LATCHED)  # the sim's markers
+        self.episodes_pub = self.create_publisher(String, names.EPISODES_TOPIC, EPISODE_LOG)
+        self.intervention_pub = self.create_publisher(Bool, names.INTERVENTION_TOPIC, LATCHED)  # the sim's markers
         self.intervening = False
-        self.control_rate = RateMeter()
         self.metrics = metrics_for_node(self)
-        self.diagnostics = Diagnostics(self, actor_report())
-        self.create_subscription(UInt8MultiArray, get("weights_topic"), self.on_weights, LATCHED)
-        sensors = LOCKSTEP_SENSORS if self.lockstep else qos_profile_sensor_data
+        self.diagnostics = Diagnostics(self, self.health)
+        self.create_subscription(UInt8MultiArray, p["weights_topic"], self.on_weights, LATCHED)
+        sensors = STREAM if self.lockstep else SENSOR_DATA
         for topic in self.image_topics:
             self.create_subscription(Image, topic, lambda msg, t=topic: self.on_image(t, msg), sensors)
-        self.create_subscription(JointState, get("joint_states_topic"), self.on_joint_state, sensors)
-        self.create_subscription(String, get("episode_topic"), self.on_step_info, sensors)
-        self.create_subscription(Joy, get("teleop_topic"), self.on_joy, qos_profile_sensor_data)
-        self.reset_client = self.create_client(Trigger, get("reset_service")) if get("reset_service") else None
+        self.create_subscription(JointState, p["joint_states_topic"], self.on_joint_state, sensors)
+        if self.uses_reports:
+            self.create_subscription(String, p["episode_topic"], self.on_step_report, STEP_REPORTS)
+        self.create_subscription(Joy, p["teleop_topic"], self.on_joy, SENSOR_DATA)
+        self.reset_client = self.create_client(Trigger, p["reset_service"]) if p["reset_service"] else None
         if not self.lockstep:
-            self.create_timer(1.0 / float(get("control_hz")), self.control_step)
+            self.create_timer(1.0 / p["control_hz"], self.control_step)
         self.create_timer(1.0, self.publish_status)  # StatusTopic sends only what changed
         self.publish_status()
-        self.get_logger().info(self.reason)
+        self.get_logger().info(self.health_state.reason)
 
     # -- weights -------------------------------------------------------------------------------
-    def incompatibility(self, config: PolicyConfig) -> str | None:
-        if config.action_dim != len(self.joints):
-            return f"policy has {config.action_dim} actions but `joints` names {len(self.joints)}"
-        if config.state_dim not in (0, len(self.joints)):
-            return f"policy reads {config.state_dim} state values; this actor provides {len(self.joints)} joint positions"
-        if config.num_cameras != len(self.image_topics):
-            return f"policy sees {config.num_cameras} camera(s); `image_topics` names {len(self.image_topics)}"
-        return None
+    def incompatibility(self, config) -> str | None:
+        return incompatibility(config, self.joints, self.image_topics)
 
     def on_weights(self, msg: UInt8MultiArray) -> None:
+        from hilserl.policies.observation import FrameStacker
+        from hilserl.weights.loader import module_digests
+
         started = time.perf_counter()
-        offer = self.receiver.offer(msg.data)
+        offer, h = self.receiver.offer(msg.data), self.health_state
         if offer.status == "rejected":
-            self.rejected += 1
-            self.last_rejection = offer.reason
+            h.rejected, h.last_rejection = h.rejected + 1, offer.reason
             self.publish_status()
-            self.get_logger().error(f"weights rejected, keeping "
-                                    f"{'v%d' % self.receiver.meta.weights_version if self.receiver.ready else 'none'}: "
-                                    f"{offer.reason}")
+            kept = f"v{self.receiver.meta.weights_version}" if self.receiver.ready else "none"
+            self.get_logger().error(f"weights rejected, keeping {kept}: {offer.reason}")
             return
         if offer.status == "ignored":
             self.get_logger().info(f"weights ignored: {offer.reason}")
@@ -193,7 +146,7 @@ class ActorNode(Node):
                   "load_ms": round((time.perf_counter() - started) * 1e3, 2)}
         self.loaded_pub.publish(String(data=json.dumps(loaded)))
         self.get_logger().info(offer.reason)
-        if self.state == WAITING:
+        if h.state == WAITING:
             self.set_state(RUNNING, f"weights v{meta.weights_version} loaded")
 
     # -- sensors -------------------------------------------------------------------------------
@@ -203,7 +156,7 @@ class ActorNode(Node):
         except ValueError as err:
             self.set_state(HOLDING, f"{topic}: {err}")
             return
-        self.frames[topic] = (time.monotonic(), stamp_key(msg.header.stamp), rgb)
+        self.frames[topic] = (time.monotonic(), (msg.header.stamp.sec, msg.header.stamp.nanosec), rgb)
         if self.lockstep:
             self.control_step()
 
@@ -214,149 +167,120 @@ class ActorNode(Node):
             self.set_state(HOLDING, f"joint_states lacks positions for {missing or 'some joints'}")
             return
         q = np.array([msg.position[index[j]] for j in self.joints])
-        self.joint_state = (time.monotonic(), stamp_key(msg.header.stamp), q)
+        self.joint_state = (time.monotonic(), (msg.header.stamp.sec, msg.header.stamp.nanosec), q)
         if self.lockstep:
             self.control_step()
 
-    def on_step_info(self, msg: String) -> None:
+    def on_step_report(self, msg: String) -> None:
         try:
-            info = json.loads(msg.data)
-            stamp = tuple(info["stamp"])
-            for key in ("reward", "terminated", "truncated", "success", "step"):
-                info[key]
-        except (ValueError, KeyError, TypeError) as err:
+            self.rules.report(StepReport.from_json(msg.data))
+        except ValueError as err:
             self.get_logger().error(f"malformed {msg.data[:80]!r} on the episode topic: {err}",
                                     throttle_duration_sec=5.0)
             return
-        self.step_info, self.step_info_used = (time.monotonic(), stamp, info), False
         if self.lockstep:
             self.control_step()
 
     def on_joy(self, msg: Joy) -> None:
         label = self.intervention.update(TeleopReading(time.monotonic(), tuple(msg.axes), tuple(msg.buttons)))
         if label:
-            self.pending_label = label
+            self.rules.press(label)
 
     def on_transition(self, transition: Transition) -> None:
-        self.transitions_made += 1
+        self.health_state.transitions += 1
         if self.transition_sender is not None:
             self.transition_sender.add(transition)
 
     # -- control -------------------------------------------------------------------------------
-    def observation_problem(self, now: float) -> str | None:
-        for topic in self.image_topics:
-            if topic not in self.frames:
-                return f"no image received yet on {topic}"
-            age = now - self.frames[topic][0]
-            if not self.lockstep and age > self.stale_after:
-                return f"image on {topic} is stale ({age:.2f} s old, limit {self.stale_after} s)"
-        if self.joint_state is None:
-            return "no joint_states received yet"
-        age = now - self.joint_state[0]
-        if not self.lockstep and age > self.stale_after:
-            return f"joint_states is stale ({age:.2f} s old, limit {self.stale_after} s)"
-        return None
+    def current_report(self) -> tuple[bool, StepReport | None]:
+        """(ready, the sim's report for the observation to act on; None without a sim).
+
+        Lock-step: ready once every sensor shows the same new step and, with a sim, its report is in.
+        """
+        if not self.lockstep:
+            return True, self.rules.ledger.newest
+        stamp = self.matcher.common([self.frames[t][1] for t in self.image_topics] + [self.joint_state[1]])
+        report = self.rules.ledger.at_stamp(stamp) if stamp is not None else None
+        if stamp is None or (report is None and self.uses_reports):
+            return False, None
+        self.matcher.last = stamp
+        return True, report
 
     def control_step(self) -> None:
         if not self.receiver.ready:
             return  # WAITING: nothing is commanded before weights arrive
         now = time.monotonic()
-        problem = self.observation_problem(now)
+        problem = observation_problem(now, self.frames, self.image_topics, self.joint_state,
+                                      self.params["stale_after"], self.lockstep)
         if problem:
             self.set_state(HOLDING, problem)
             self.stacker.reset()  # a gap in the stream starts a fresh frame stack
-            self.recorder.pending = None  # and the action before it has no known outcome
+            self.rules.drop_pending()
             return
-        if self.lockstep:
-            if self.step_info is None:
-                return
-            stamps = {self.frames[t][1] for t in self.image_topics} | {self.joint_state[1], self.step_info[1]}
-            if len(stamps) != 1 or stamps == {self.last_acted_stamp}:
-                return  # wait until every sensor shows the same, new simulation step
-            self.last_acted_stamp = stamps.pop()
-        if self.state != RUNNING:
+        ready, report = self.current_report()
+        if not ready:
+            return  # wait until every sensor (and the sim's report) shows the same, new simulation step
+        if self.health_state.state != RUNNING:
             self.set_state(RUNNING, "sensors fresh, commanding")
-        q = self.joint_state[2]
-        meta = self.receiver.meta
+        q, meta = self.joint_state[2], self.receiver.meta
         stacked = self.stacker.push([self.frames[t][2] for t in self.image_topics])
         newest = stacked[-3 * meta.config.num_cameras:]
-        if self.record_outcome(newest, q):
-            return  # that observation ended the episode: nothing to command in it
+        if not self.rules.observe(report, newest, q):
+            return
         human = self.intervention.human_action(now)
         if (human is not None) != self.intervening:
             self.intervening = human is not None
             self.intervention_pub.publish(Bool(data=self.intervening))
-        if human is not None:
-            action = human
-        else:
-            action = self.receiver.policy.act(stacked, joint_state_vector(meta.config, q),
-                                               deterministic=self.deterministic, step=meta.learner_step,
-                                               generator=self.generator)
+        from hilserl.policies.observation import joint_state_vector
+
+        action = human if human is not None else self.receiver.policy.act(
+            stacked, joint_state_vector(meta.config, q), deterministic=self.params["deterministic"],
+            step=meta.learner_step, generator=self.generator)
         targets = action_to_targets(q, action, self.action_scale, self.lower, self.upper)
         self.command_pub.publish(Float64MultiArray(data=targets.tolist()))
-        self.commands_sent += 1
-        self.control_rate.tick(now)
-        self.recorder.acted(newest, q, action, intervention=human is not None)
-
-    def record_outcome(self, newest: np.ndarray, q: np.ndarray) -> bool:
-        """Close the previous action's transition with what followed; True when the episode ended here."""
-        info = None
-        if self.step_info is not None and not self.step_info_used:
-            info, self.step_info_used = self.step_info[2], True
-        label, self.pending_label = self.pending_label, None
-        if info is not None and info["step"] == 0 and self.recorder.stats.steps > 0:
-            self.finish_episode(self.recorder.end_episode(success=False))  # the sim reset under us
-        reward = float(info["reward"]) if info else 0.0
-        terminated = bool(info and info["terminated"]) or label is not None
-        truncated = bool(info and info["truncated"]) or (
-            self.max_episode_steps > 0 and self.recorder.stats.steps >= self.max_episode_steps)
-        success = bool(info and info["success"]) or label == "success"
-        summary = self.recorder.outcome(reward, terminated, truncated, success, next_frames=newest, next_state=q)
-        if summary is None and label is not None:  # labelled with no action awaiting its outcome
-            if self.recorder.stats.steps == 0:  # nothing happened in this episode yet: no episode to label
-                self.get_logger().warning(f"{label} label ignored: the episode has no steps yet")
-                return False
-            summary = self.recorder.end_episode(success)
-        if summary is None:
-            return False
-        self.finish_episode(summary)
-        if label is not None and self.reset_client is not None:
-            self.reset_client.call_async(Trigger.Request())
-        return True
+        self.health_state.commands_sent += 1
+        self.health_state.control_rate.tick(now)
+        self.rules.acted(newest, q, action, intervention=human is not None)
 
     def finish_episode(self, summary: dict) -> None:
-        self.stacker.reset()
-        self.episode_summaries.append(summary)
+        if self.stacker is not None:
+            self.stacker.reset()
+        self.health_state.episodes.append(summary)
+        self.episodes_pub.publish(String(data=json.dumps(summary)))
         if self.metrics:
             self.metrics.log(summary["episode"], {f"episode/{k}": summary[k]
                                                   for k in ("return", "success", "intervention_rate", "steps")})
         self.get_logger().info(f"episode {summary['episode']} done: success={summary['success']} "
                                f"return={summary['return']:.2f} steps={summary['steps']} "
                                f"interventions={summary['intervention_rate']:.0%}")
+        if "label" in summary and self.reset_client is not None:
+            self.reset_client.call_async(Trigger.Request())
         self.publish_status()
 
+    # -- health --------------------------------------------------------------------------------
     def set_state(self, state: str, reason: str) -> None:
-        if (state, reason) != (self.state, self.reason):
-            self.state, self.reason = state, reason
+        h = self.health_state
+        if (state, reason) != (h.state, h.reason):
+            h.state, h.reason = state, reason
             if state == HOLDING:  # rclpy wants one severity per call site
                 self.get_logger().warning(f"{state}: {reason}")
             else:
                 self.get_logger().info(f"{state}: {reason}")
             self.publish_status()
 
+    def health(self):
+        return self.health_state.report(time.monotonic(), self.receiver.meta, self.receiver.loaded_digest,
+                                        self.intervention.human_action(time.monotonic()) is not None,
+                                        self.rules.recorder.stats,
+                                        self.transition_sender.unacked_count if self.transition_sender else 0)
+
     def publish_status(self) -> None:
-        meta = self.receiver.meta
-        status = {"node": self.get_fully_qualified_name(), "state": self.state, "reason": self.reason,
-                  "weights_version": meta.weights_version if meta else None,
-                  "digest": self.receiver.loaded_digest,
-                  "rejected": self.rejected, "last_rejection": self.last_rejection,
-                  "episodes": len(self.episode_summaries),
-                  "last_episode": self.episode_summaries[-1] if self.episode_summaries else None}
+        meta, h = self.receiver.meta, self.health_state
+        status = {"node": self.get_fully_qualified_name(), "state": h.state, "reason": h.reason,
+                  "weights_version": meta.weights_version if meta else None, "digest": self.receiver.loaded_digest,
+                  "rejected": h.rejected, "last_rejection": h.last_rejection, "episodes": len(h.episodes),
+                  "last_episode": h.episodes[-1] if h.episodes else None}
         self.status_pub.publish(String(data=json.dumps(status)))
-
-
-def stamp_key(stamp) -> tuple[int, int]:
-    return (stamp.sec, stamp.nanosec)
 
 
 def main(argv: list[str]) -> int:

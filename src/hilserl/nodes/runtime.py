@@ -8,12 +8,14 @@ import threading
 from collections.abc import Callable
 
 from hilserl.nodes.dds import configure_transport
+from hilserl.nodes.params import ParameterError
 
 
 def run_node(make_node: Callable[[list[str]], object], argv: list[str]) -> int:
     """`python -m hilserl <node> [--ros-args ...]`: build the node, spin until SIGINT/SIGTERM.
 
-    A signal stops the spinning, not ROS: the node's `close()` (the learner saves its training state) then
+    A node that refuses a parameter value (ParameterError) ends the process with exit code 2 and the error's
+    one line on stderr. A signal stops the spinning, not ROS: the node's `close()` (the learner saves its training state) then
     runs with the context alive, so what it logs still reaches /rosout and it can still publish.
     """
     configure_transport()  # before the first participant exists; respects a user's own Fast DDS settings
@@ -30,7 +32,11 @@ def run_node(make_node: Callable[[list[str]], object], argv: list[str]) -> int:
     node = None
     executor = SingleThreadedExecutor()
     try:
-        node = make_node(rclpy.utilities.remove_ros_args(args)[1:])
+        try:
+            node = make_node(rclpy.utilities.remove_ros_args(args)[1:])
+        except ParameterError as err:  # one line naming the parameter, the value and what is allowed
+            print(err, file=sys.stderr)
+            return 2
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)  # the timeout bounds how long a signal waits to be seen

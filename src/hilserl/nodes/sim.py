@@ -9,6 +9,10 @@ It behaves like the hardware an actor drives, so the same actor runs on both:
                                                camera_1/..., camera_2/...
   sim/step (pub)                               std_msgs/String JSON per control step: episode, step, reward,
                                                success, terminated, truncated, episode_return, stamp
+                                               (control/steps.py), RELIABLE KEEP_LAST 100: read in order
+  sim/episodes (pub)                           std_msgs/String JSON per finished episode (episode, steps,
+                                               return, success, terminated, truncated, reason), latched
+                                               history (KEEP_LAST 1000)
   /clock (pub)                                 simulated time, for use_sim_time
   sim/reset (srv)                              std_srvs/Trigger: start a new episode now
   ~/status (pub, latched)                      compact JSON state
@@ -31,71 +35,60 @@ import time
 
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from hilserl.nodes.diagnostics import Diagnostics, StatusTopic, sim_report
+from hilserl import names
+from hilserl.control.steps import StepReport
+from hilserl.health import OK, WARN, Report
+from hilserl.names import camera_prefix
+from hilserl.nodes.diagnostics import Diagnostics, StatusTopic
 from hilserl.nodes.image_conv import rgb_to_image_msg
 from hilserl.nodes.markers import EndEffectorTrail, task_markers
+from hilserl.nodes.params import SIM_PARAMS, ParameterError, declare
+from hilserl.nodes.qos import CLOCK, EPISODE_LOG, LATCHED, STEP_REPORTS, STREAM
 from hilserl.nodes.runtime import run_node
-from hilserl.robot import COMMAND_TOPIC, JOINT_STATES_TOPIC, JOINTS
+from hilserl.robot import JOINTS
 
-LATCHED = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                     history=HistoryPolicy.KEEP_LAST, depth=1)
-STREAM = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-                    history=HistoryPolicy.KEEP_LAST, depth=5)
-
-
-def camera_prefix(index: int) -> str:
-    return "camera" if index == 0 else f"camera_{index}"
+SLOW_SIM_RATIO = 0.8  # a real-time sim below this real-time factor is a WARN
 
 
 class SimNode(Node):
     def __init__(self, argv: list[str] | None = None):
         super().__init__("sim")
-        p = self.declare_parameter
-        p("task", "reach")
-        p("variant", "standard")  # "easy": fixed cube, start pose and lighting (see sim/task.py)
-        p("seed", 0)
-        p("lockstep", False)
-        p("lockstep_max_hz", 0.0)  # lock-step only: at most this many steps per second (0 = no cap)
-        p("control_hz", 10.0)
-        p("image_size", 84)
-        p("num_cameras", 1)
-        p("episode_steps", 50)
-        p("max_episodes", 0)  # 0 = run forever; else stop stepping after this many episodes
-        get = lambda name: self.get_parameter(name).value  # noqa: E731
+        p = declare(self, SIM_PARAMS)  # exits with one line on a bad value, before Genesis loads
         from hilserl.sim.task import PandaTask, variant_config  # Genesis loads here, not at import
 
-        self.lockstep: bool = get("lockstep")
-        self.paced = self.lockstep and get("lockstep_max_hz") > 0
+        self.lockstep: bool = p["lockstep"]
+        self.paced = self.lockstep and p["lockstep_max_hz"] > 0
         self.command_waiting = False
-        self.seed: int = get("seed")
-        self.max_episodes: int = get("max_episodes")
+        self.seed: int = p["seed"]
+        self.max_episodes: int = p["max_episodes"]
         try:
-            config = variant_config(get("variant"), task=get("task"), image_size=get("image_size"),
-                                    num_cameras=get("num_cameras"), episode_steps=get("episode_steps"))
-        except ValueError as err:
-            raise SystemExit(f"sim: {err}") from err
+            config = variant_config(p["variant"], task=p["task"], image_size=p["image_size"],
+                                    num_cameras=p["num_cameras"], episode_steps=p["episode_steps"])
+        except ValueError as err:  # a combination the parameter table cannot express
+            raise ParameterError(f"sim: invalid parameters: {err}") from None
         self.task = PandaTask(config)
         self.control_dt = self.task.config.control_dt
-        self.joint_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, STREAM)
+        self.joint_pub = self.create_publisher(JointState, names.JOINT_STATES_TOPIC, STREAM)
         self.image_pubs, self.info_pubs = [], []
         for i in range(self.task.config.num_cameras):
             self.image_pubs.append(self.create_publisher(Image, f"{camera_prefix(i)}/image_raw", STREAM))
             self.info_pubs.append(self.create_publisher(CameraInfo, f"{camera_prefix(i)}/camera_info", STREAM))
-        self.step_pub = self.create_publisher(String, "sim/step", STREAM)
-        self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=1))
+        self.step_pub = self.create_publisher(String, names.STEP_TOPIC, STEP_REPORTS)
+        self.episodes_pub = self.create_publisher(String, names.SIM_EPISODES_TOPIC, EPISODE_LOG)
+        self.clock_pub = self.create_publisher(Clock, names.CLOCK_TOPIC, CLOCK)
         self.status_pub = StatusTopic(self)  # latched, publishes on change only
-        self.markers_pub = self.create_publisher(MarkerArray, "sim/markers", STREAM)
+        self.markers_pub = self.create_publisher(MarkerArray, names.MARKERS_TOPIC, STREAM)
         self.trail, self.intervening = EndEffectorTrail(), False
-        self.create_subscription(Bool, "intervention", lambda msg: setattr(self, "intervening", msg.data), LATCHED)
-        self.create_subscription(Float64MultiArray, COMMAND_TOPIC, self.on_command, STREAM)
-        self.create_service(Trigger, "sim/reset", self.on_reset)
+        self.create_subscription(Bool, names.INTERVENTION_TOPIC, lambda msg: setattr(self, "intervening", msg.data),
+                                 LATCHED)
+        self.create_subscription(Float64MultiArray, names.COMMAND_TOPIC, self.on_command, STREAM)
+        self.create_service(Trigger, names.RESET_SERVICE, self.on_reset)
 
         self.episode, self.sim_time = 0, 0.0
         self.refused, self.applied = 0, 0
@@ -103,25 +96,25 @@ class SimNode(Node):
         self.successes: list[bool] = []
         self.wall_started, self.sim_started = time.monotonic(), 0.0
         self.start_episode()
-        self.diagnostics = Diagnostics(self, sim_report)
+        self.diagnostics = Diagnostics(self, self.health)
         self.create_timer(1.0, self.publish_status)  # compact, 1 Hz: readable with `ros2 topic echo`
         if self.lockstep:
             self.create_timer(1.0, self.republish)
             if self.paced:  # commands wait for this timer instead of stepping at once
-                self.create_timer(1.0 / float(get("lockstep_max_hz")), self.paced_step)
+                self.create_timer(1.0 / p["lockstep_max_hz"], self.paced_step)
         else:
-            self.create_timer(1.0 / float(get("control_hz")), self.realtime_step)
+            self.create_timer(1.0 / p["control_hz"], self.realtime_step)
         mode = "lock-step" if self.lockstep else "real-time"
-        self.get_logger().info(f"sim ready: task {get('task')} ({get('variant')}), {mode}, "
-                               f"{self.task.config.num_cameras} camera(s) {get('image_size')}px")
+        self.get_logger().info(f"sim ready: task {p['task']} ({p['variant']}), {mode}, "
+                               f"{self.task.config.num_cameras} camera(s) {p['image_size']}px")
 
     # -- episodes ------------------------------------------------------------------------------
     def start_episode(self) -> None:
         self.obs = self.task.reset(seed=self.seed + self.episode)
         self.sim_time += self.control_dt  # a reset is a new step: its observation gets a new stamp
         self.step_index, self.episode_return = 0, 0.0
-        self.last_info = {"episode": self.episode, "step": 0, "reward": 0.0, "success": False,
-                          "terminated": False, "truncated": False, "episode_return": 0.0}
+        self.last_report = dict(episode=self.episode, step=0, reward=0.0, terminated=False, truncated=False,
+                                success=False, episode_return=0.0)
         self.target = None
         self.trail.clear()
         self.publish_observation()
@@ -131,14 +124,17 @@ class SimNode(Node):
 
     def on_reset(self, request, response):
         if self.step_index > 0:
-            self.end_episode(success=False, reason="reset requested")
+            self.end_episode(success=False, reason="reset requested", terminated=False, truncated=False)
         else:
             self.start_episode()
         response.success, response.message = True, f"episode {self.episode} started"
         return response
 
-    def end_episode(self, success: bool, reason: str) -> None:
+    def end_episode(self, success: bool, reason: str, terminated: bool, truncated: bool) -> None:
         self.successes.append(success)
+        self.episodes_pub.publish(String(data=json.dumps(
+            {"episode": self.episode, "steps": self.step_index, "return": self.episode_return, "success": success,
+             "terminated": terminated, "truncated": truncated, "reason": reason})))
         rate = sum(self.successes) / len(self.successes)
         self.get_logger().info(f"episode {self.episode} ended ({reason}): success={success}, "
                                f"return={self.episode_return:.2f}, success rate so far {rate:.2f}")
@@ -183,12 +179,13 @@ class SimNode(Node):
         self.obs, self.step_index = result.observation, self.step_index + 1
         self.sim_time += self.control_dt
         self.episode_return += float(result.reward)
-        self.last_info = {"episode": self.episode, "step": self.step_index, "reward": float(result.reward),
-                          "success": bool(result.success), "terminated": bool(result.terminated),
-                          "truncated": bool(result.truncated), "episode_return": self.episode_return}
+        self.last_report = dict(episode=self.episode, step=self.step_index, reward=float(result.reward),
+                                terminated=bool(result.terminated), truncated=bool(result.truncated),
+                                success=bool(result.success), episode_return=self.episode_return)
         self.publish_observation()
         if result.terminated or result.truncated:
-            self.end_episode(bool(result.success), "terminated" if result.terminated else "time limit")
+            self.end_episode(bool(result.success), "terminated" if result.terminated else "time limit",
+                             bool(result.terminated), bool(result.truncated))
 
     # -- publishing ----------------------------------------------------------------------------
     def stamp(self):
@@ -210,7 +207,8 @@ class SimNode(Node):
             image.header.stamp, image.header.frame_id = stamp, f"{camera_prefix(i)}_optical_frame"
             self.image_pubs[i].publish(image)
             self.info_pubs[i].publish(self.camera_info(rgb.shape[1], rgb.shape[0], stamp, image.header.frame_id))
-        self.step_pub.publish(String(data=json.dumps(self.last_info | {"stamp": [stamp.sec, stamp.nanosec]})))
+        report = StepReport(**self.last_report, stamp=(stamp.sec, stamp.nanosec))
+        self.step_pub.publish(String(data=report.to_json()))
         self.trail.add(self.obs.ee_position, self.intervening)
         self.markers_pub.publish(task_markers(self.trail, self.obs.target_position, self.obs.cube_position,
                                               self.obs.cube_quaternion, self.intervening, stamp=stamp))
@@ -234,6 +232,21 @@ class SimNode(Node):
     def real_time_factor(self) -> float:
         wall = time.monotonic() - self.wall_started
         return (self.sim_time - self.sim_started) / wall if wall > 0 else 0.0
+
+    def health(self) -> Report:
+        """The real-time factor (a slow real-time sim is WARN) and refused commands."""
+        rtf = self.real_time_factor()
+        values = {"mode": "lockstep" if self.lockstep else "realtime", "real_time_factor": rtf,
+                  "episode": self.episode, "step": self.step_index, "commands_applied": self.applied,
+                  "commands_refused": self.refused,
+                  "success_rate": sum(self.successes) / len(self.successes) if self.successes else ""}
+        if self.finished():
+            return Report(OK, f"done: {len(self.successes)} episodes, holding", values)
+        if not self.lockstep and self.applied > 10 and rtf < SLOW_SIM_RATIO:
+            return Report(WARN, f"sim runs at {rtf:.2f}x real time: slower than the arm it stands in for", values)
+        if self.refused and self.refused >= self.applied:
+            return Report(WARN, f"{self.refused} commands refused (out of limits or wrong length)", values)
+        return Report(OK, f"episode {self.episode} step {self.step_index}, {rtf:.2f}x real time", values)
 
     def publish_status(self) -> None:
         status = {"node": "sim", "episode": self.episode, "step": self.step_index, "applied": self.applied,

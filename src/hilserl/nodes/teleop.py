@@ -15,6 +15,7 @@ Each key press drives its axis for `key_hold` seconds, like a held stick.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import select
 import sys
 import termios
@@ -23,10 +24,13 @@ import time
 import tty
 
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Joy
 
-from hilserl.nodes.diagnostics import Diagnostics, teleop_report
+from hilserl.health import OK, Report
+from hilserl.names import TELEOP_TOPIC
+from hilserl.nodes.diagnostics import Diagnostics
+from hilserl.nodes.params import TELEOP_PARAMS, declare
+from hilserl.nodes.qos import TELEOP
 from hilserl.nodes.runtime import run_node
 
 AXIS_KEYS = {"q": (0, 1.0), "a": (0, -1.0), "w": (1, 1.0), "s": (1, -1.0), "e": (2, 1.0), "d": (2, -1.0),
@@ -78,16 +82,17 @@ class TeleopNode(Node):
         super().__init__("teleop")
         parser = argparse.ArgumentParser(prog="python -m hilserl teleop", description=__doc__,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
-        parser.add_argument("--rate", type=float, default=20.0, help="Joy messages per second")
-        parser.add_argument("--key-hold", type=float, default=0.25, help="seconds a key press drives its axis")
+        parser.add_argument("--rate", type=float, default=20.0, help="Joy messages per second (parameter rate)")
+        parser.add_argument("--key-hold", type=float, default=0.25,
+                            help="seconds a key press drives its axis (parameter key_hold)")
         args = parser.parse_args(argv)
-        self.state = KeyboardState(args.key_hold)
-        # Like the joy package: reliable, volatile, a short queue; the actor reads only the newest.
-        qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
-        self.pub = self.create_publisher(Joy, "/joy", qos)
+        flags = {"rate": args.rate, "key_hold": args.key_hold}  # defaults; ROS parameters override them
+        p = declare(self, [dataclasses.replace(spec, default=flags[spec.name]) for spec in TELEOP_PARAMS])
+        self.state = KeyboardState(p["key_hold"])
+        self.pub = self.create_publisher(Joy, TELEOP_TOPIC, TELEOP)
         self.lock = threading.Lock()
-        self.create_timer(1.0 / args.rate, self.publish)
-        self.diagnostics = Diagnostics(self, teleop_report)
+        self.create_timer(1.0 / p["rate"], self.publish)
+        self.diagnostics = Diagnostics(self, self.health)
         self.reader = threading.Thread(target=self.read_keys, daemon=True)
         self.reader.start()
         self.get_logger().info("keyboard teleop: space = dead-man on/off, q/a..u/j = joints, i/k = gripper, "
@@ -111,6 +116,10 @@ class TeleopNode(Node):
         finally:
             if saved is not None:
                 termios.tcsetattr(stream, termios.TCSADRAIN, saved)
+
+    def health(self) -> Report:
+        return Report(OK, "dead-man held: human in control" if self.state.deadman else "dead-man released",
+                      {"deadman": self.state.deadman})
 
     def publish(self) -> None:
         with self.lock:

@@ -12,7 +12,6 @@ restart. The actor keeps every batch until acknowledged, resends unacknowledged 
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections import OrderedDict
@@ -20,16 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String, UInt8MultiArray
 
 from hilserl.control.episode import Transition
+from hilserl.durable import write_durably  # noqa: F401 - also imported from here
+from hilserl.names import ACK_TOPIC, TRANSITIONS_TOPIC
+from hilserl.nodes.qos import TRANSITIONS as STREAM
 from hilserl.nodes.wire import bytes_to_msg_data
 from hilserl.replay.wire import TransitionsError, ack_message, decode_transitions, encode_transitions
 
-TRANSITIONS_TOPIC, ACK_TOPIC = "/transitions", "/transitions_ack"
-STREAM = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
-                    history=HistoryPolicy.KEEP_LAST, depth=100)
 
 
 class TransitionSender:
@@ -183,12 +181,3 @@ class TransitionReceiver:
 
 def safe_name(actor_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in actor_id.strip("/")) or "actor"
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)

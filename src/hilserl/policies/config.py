@@ -14,11 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hilserl.kinematics.action_space import ACTION_SPACES, DEFAULT_EE_ROT_STEP, DEFAULT_EE_STEP, EeActionSpace
-
-POLICY_TYPES = ("drqv2", "sac")
-
-# The Franka Panda as commanded through ros2_control: 7 arm joints and one gripper command.
-PANDA_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joint1",)
+from hilserl.names import PANDA_JOINTS, POLICY_TYPES  # noqa: F401 - re-exported for the policies
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,10 @@ class ReplayBuffer:
         _, after = self._follows(slot, self.n_step)
         return valid & (~running | after)
 
+    def has_window(self) -> bool:
+        """Whether any stored slot can be sampled (its n-step window is complete): `sample` then succeeds."""
+        return bool(len(self)) and bool(self._valid(np.arange(len(self))).any())
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         if len(self) == 0:
             raise ValueError("cannot sample an empty replay buffer")
@@ -99,8 +103,11 @@ class ReplayBuffer:
             slots = np.concatenate([slots, candidates[self._valid(candidates)]])
             if len(slots) >= batch_size:
                 break
-        if len(slots) < batch_size:
-            raise ValueError("replay buffer holds no complete n-step window yet")
+        if len(slots) < batch_size:  # few valid slots among many: draw from the exact set of them
+            valid = np.flatnonzero(self._valid(np.arange(len(self))))
+            if len(valid) == 0:
+                raise ValueError("replay buffer holds no complete n-step window yet")
+            slots = rng.choice(valid, size=batch_size)
         slots = slots[:batch_size]
 
         reward = np.zeros(batch_size, np.float32)

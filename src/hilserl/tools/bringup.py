@@ -134,11 +134,10 @@ class Watcher:
         configure_transport()
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import String
 
-        latched = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                             history=HistoryPolicy.KEEP_LAST, depth=10)
+        from hilserl.names import STATUS_TOPIC
+        from hilserl.nodes.qos import LATCHED
         self.rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(args=["bringup"], context=self.context)  # our argv holds launch arguments, not ROS ones
@@ -146,7 +145,8 @@ class Watcher:
         self.lock = threading.Lock()
         self.status: dict[str, dict] = {}
         for fqn in ["/learner", *actor_fqns]:
-            self.node.create_subscription(String, f"{fqn}/status", lambda msg, f=fqn: self.on_status(f, msg), latched)
+            self.node.create_subscription(String, STATUS_TOPIC.replace("~", fqn), lambda msg, f=fqn: self.on_status(f, msg),
+                                          LATCHED)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.running = True

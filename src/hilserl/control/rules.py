@@ -1,0 +1,138 @@
+"""The actor's episode rules, in plain Python: when an action's outcome is known, when an episode ends, and
+how it is labelled.
+
+With a sim (step reports on `sim/step`), the sim decides: an episode's boundaries, return, step count,
+success and terminal/truncation flags are the sim's, read from its reports by (episode, step), whatever the
+timing of the messages. An action taken in the observation of step k is closed with every step that
+followed it up to the next observation the actor acts on (one step in lock-step; in real time possibly
+several, their rewards summed), stopping at the end of its episode. Every sim episode that ends after the
+actor's first action is reported, even one the actor held through.
+
+Without reports (hardware), an episode ends by a person's label or `max_episode_steps`, reward 0.
+
+A person's label (success/failure button) ends the episode at once; with a sim the actor then waits for
+the sim's next episode (the node asks the sim to reset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from hilserl.control.episode import EpisodeRecorder, Transition
+from hilserl.control.steps import StepLedger, StepReport
+
+
+class EpisodeRules:
+    def __init__(self, sink: Callable[[Transition], None], on_episode: Callable[[dict], None],
+                 max_episode_steps: int = 0, warn: Callable[[str], None] | None = None):
+        self.recorder = EpisodeRecorder(sink)
+        self.ledger = StepLedger()
+        self.on_episode, self.max_episode_steps = on_episode, max_episode_steps
+        self.warn = warn or (lambda message: None)
+        self.acted_in: StepReport | None = None  # the report of the observation the pending action was taken in
+        self.current: StepReport | None = None  # the report of the observation being decided on
+        self.recorder_episode: int | None = None  # the sim episode the recorder's open episode belongs to
+        self.closed_through = -1  # sim episodes up to this one are summarised (or labelled)
+        self.label: str | None = None
+        self.started = False  # acted at least once: from then on every sim episode end is reported
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def report(self, report: StepReport) -> None:
+        self.ledger.add(report)
+
+    def press(self, label: str) -> None:
+        """A person's label ("success" / "failure"), applied at the next observation."""
+        self.label = label
+
+    def drop_pending(self) -> None:
+        """A gap in the observations: the action before it has no known outcome."""
+        self.recorder.pending = None
+        self.acted_in = None
+
+    def acted(self, frames: np.ndarray, state: np.ndarray, action: np.ndarray, intervention: bool) -> None:
+        """The action sent in the observation last passed to `observe`."""
+        self.recorder.acted(frames, state, action, intervention)
+        self.acted_in, self.started = self.current, True
+        if self.current is not None:
+            self.recorder_episode = self.current.episode
+
+    # -- the decision ----------------------------------------------------------------------------
+    def observe(self, now: StepReport | None, frames: np.ndarray, state: np.ndarray) -> bool:
+        """Settle what happened up to the observation `now` reports (None: no sim); True = act in it."""
+        self.current = now
+        if now is None:
+            return self._observe_unreported(frames, state)
+        self.ledger.add(now)  # in case it came by another road than report()
+        taken = self.ledger.take_through(now.key)
+        if self.recorder.pending is not None and self.acted_in is None:
+            self.drop_pending()  # taken before the sim's first report arrived: its outcome cannot be told
+        if self.recorder.pending is not None and self.acted_in is not None:
+            after = [r for r in taken if r.episode == self.acted_in.episode]
+            if after:
+                self._settle(after, frames, state)
+        for report in taken:
+            if report.ended:
+                self._episode_ended(report)
+        if self.label is not None:
+            self._labelled(now)
+        if now.ended or now.episode <= self.closed_through:
+            return False  # nothing to command: the episode has ended (the sim starts the next one)
+        return self.recorder.pending is None  # else no step since the last action (real time: the sim lags)
+
+    def _settle(self, after: list[StepReport], frames: np.ndarray, state: np.ndarray) -> None:
+        last, label = after[-1], self.label  # a person's label ends the episode with this transition
+        truncated = last.truncated or (self.max_episode_steps > 0 and self.recorder.stats.steps >= self.max_episode_steps)
+        self.recorder.outcome(sum(r.reward for r in after), last.terminated or label is not None, truncated,
+                              label == "success" if label else last.success, next_frames=frames, next_state=state)
+        self.acted_in = None
+
+    def _episode_ended(self, report: StepReport) -> None:
+        if not self.started or report.episode <= self.closed_through:
+            return
+        actions = interventions = 0
+        if self.recorder_episode == report.episode:
+            stats = self.recorder.last_closed if self.recorder.stats.steps == 0 else self.recorder.end_episode(report.success)
+            actions, interventions = stats["steps"], stats["interventions"]
+        self._emit(report, report.success, report.terminated, report.truncated, actions, interventions)
+
+    def _labelled(self, now: StepReport) -> None:
+        label, self.label = self.label, None
+        if not self.started or now.episode <= self.closed_through:
+            self.warn(f"{label} label ignored: the actor has not acted in this episode yet")
+            return
+        success = label == "success"
+        if self.recorder.pending is not None:
+            self.recorder.outcome(0.0, terminated=True, truncated=False, success=success)
+        stats = self.recorder.last_closed if self.recorder.stats.steps == 0 else self.recorder.end_episode(success)
+        self.acted_in = None
+        self._emit(now, success, True, False, stats["steps"], stats["interventions"], label=label)
+
+    def _emit(self, report: StepReport, success: bool, terminated: bool, truncated: bool, actions: int,
+              interventions: int, label: str | None = None) -> None:
+        self.closed_through = report.episode
+        summary = {"episode": report.episode, "steps": report.step, "return": report.episode_return,
+                   "success": success, "terminated": terminated, "truncated": truncated, "actions": actions,
+                   "intervention_rate": interventions / actions if actions else 0.0}
+        self.on_episode(summary | ({"label": label} if label else {}))
+
+    def _observe_unreported(self, frames: np.ndarray, state: np.ndarray) -> bool:
+        label, self.label = self.label, None
+        success = label == "success"
+        truncated = self.max_episode_steps > 0 and self.recorder.stats.steps >= self.max_episode_steps
+        if self.recorder.pending is not None:
+            summary = self.recorder.outcome(0.0, label is not None, truncated, success,
+                                            next_frames=frames, next_state=state)
+        elif label is not None and self.recorder.stats.steps > 0:
+            summary = self.recorder.end_episode(success)
+        else:
+            if label is not None:
+                self.warn(f"{label} label ignored: the episode has no steps yet")
+            return True
+        if summary is None:
+            return True
+        ended = {"terminated": label is not None, "truncated": truncated and label is None}
+        self.on_episode({k: summary[k] for k in ("episode", "steps", "return", "success", "intervention_rate")}
+                        | ended | {"actions": summary["steps"]} | ({"label": label} if label else {}))
+        return False  # that observation ended the episode: nothing to command in it

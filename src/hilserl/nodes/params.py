@@ -1,0 +1,310 @@
+"""Node parameters as ROS users expect them: described, range-checked, and refused with one clear line.
+
+Each node lists its parameters as `Param` specs (the tables below) and calls `declare(node, specs)`:
+
+  - every parameter is declared with a `ParameterDescriptor` (description, `floating_point_range` or
+    `integer_range` where a range applies), so `ros2 param describe` and rqt show them;
+  - an integer is accepted where a float is declared (`control_hz:=5`), and one number where a per-joint
+    list is declared (`action_scale:=0.02`: the same for every joint);
+  - an invalid value raises `ParameterError` with one line naming the parameter, the value and what is
+    allowed; `run_node` prints that line on stderr and exits with code 2, without a traceback;
+  - later `ros2 param set` calls are checked against the same spec and refused with the same reason.
+
+Values are read with a descriptor that allows any type, checked and converted here, and the parameter
+is then given its final typed descriptor, so a later set of the wrong type is refused by rclpy too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hilserl import names
+from hilserl.robot import ACTION_SCALE, JOINT_LOWER, JOINT_UPPER, JOINTS
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+
+KINDS = {"bool": ParameterType.PARAMETER_BOOL, "int": ParameterType.PARAMETER_INTEGER,
+         "float": ParameterType.PARAMETER_DOUBLE, "str": ParameterType.PARAMETER_STRING,
+         "str[]": ParameterType.PARAMETER_STRING_ARRAY, "int[]": ParameterType.PARAMETER_INTEGER_ARRAY,
+         "float[]": ParameterType.PARAMETER_DOUBLE_ARRAY}
+
+
+class ParameterError(ValueError):
+    """A parameter value a node cannot run with; the message is the one line the user reads."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: object
+    description: str
+    kind: str  # one of KINDS
+    low: float | None = None  # numbers (or list elements): at least this ...
+    high: float | None = None  # ... and at most this
+    above: bool = False  # `low` itself is not allowed (a rate > 0)
+    choices: tuple[str, ...] = ()
+    per_joint: bool = False  # a list with one value per entry of `joints`; one number means all joints
+    non_empty: bool = False  # strings and lists
+    check: Callable[[object], str | None] | None = None  # a further problem with the value, or None
+
+    def allowed(self) -> str:
+        """What the parameter accepts, in words (the README's tables and error lines use it)."""
+        element = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}[
+            self.kind.rstrip("[]")]
+        if self.low is not None or self.high is not None:
+            bounds = [f"{'>' if self.above else '>='} {self.low:g}" if self.low is not None else "",
+                      f"<= {self.high:g}" if self.high is not None else ""]
+            element += " " + " and ".join(b for b in bounds if b)
+        if self.choices:
+            element = "one of " + ", ".join(self.choices)
+        if self.kind.endswith("[]"):
+            text = f"a list of {element.replace('an integer', 'integers').replace('a number', 'numbers')}"
+            text = text.replace("a string", "strings")
+            if self.per_joint:
+                text += " with one value per joint (or one value for all)"
+            return text + (", not empty" if self.non_empty else "")
+        return element + (", not empty" if self.non_empty else "")
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(name=self.name, type=KINDS[self.kind],
+                                description=self.description + f" Allowed: {self.allowed()}.")
+        if self.low is not None or self.high is not None:
+            if self.kind.startswith("float"):
+                d.floating_point_range = [FloatingPointRange(
+                    from_value=float(self.low if self.low is not None else -math.inf),
+                    to_value=float(self.high if self.high is not None else math.inf))]
+            elif self.kind.startswith("int"):
+                d.integer_range = [IntegerRange(from_value=int(self.low if self.low is not None else -2 ** 63),
+                                                to_value=int(self.high if self.high is not None else 2 ** 63 - 1),
+                                                step=1)]
+        return d
+
+    def convert(self, value):
+        """The value as this parameter's type, or ParameterError naming the parameter and what is allowed."""
+        converted = self._convert(value)
+        if converted is None:
+            raise ParameterError(f"invalid parameter {self.name}:={format_value(value)}: allowed: {self.allowed()}")
+        problem = self.check(converted) if self.check is not None else None
+        if problem:
+            raise ParameterError(f"invalid parameter {self.name}:={format_value(value)}: {problem}")
+        return converted
+
+    def _convert(self, value):
+        if self.kind.endswith("[]"):
+            if self.per_joint and not isinstance(value, (list, tuple)) and self._scalar(value) is not None:
+                return [self._scalar(value)]  # one value: the caller repeats it for every joint
+            if not isinstance(value, (list, tuple)) or (self.non_empty and not value):
+                return None
+            items = [self._scalar(v) for v in value]
+            return None if any(v is None for v in items) else items
+        return self._scalar(value)
+
+    def _scalar(self, value):
+        kind = self.kind.rstrip("[]")
+        if kind == "bool":
+            return value if isinstance(value, bool) else None
+        if kind == "str":
+            if not isinstance(value, str) or (self.non_empty and not value.strip()):
+                return None
+            return value if not self.choices or value in self.choices else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if kind == "int":
+            if not isinstance(value, int):
+                return None
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                return None
+        if self.low is not None and (value < self.low or (self.above and value == self.low)):
+            return None
+        if self.high is not None and value > self.high:
+            return None
+        return value
+
+
+def format_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def declare(node, specs: Sequence[Param]) -> dict[str, object]:
+    """Declare `specs` on `node`; returns {name: checked value}. Raises ParameterError on the first bad one."""
+    values = {}
+    for spec in specs:
+        if node.has_parameter(spec.name):
+            raw = node.get_parameter(spec.name).value
+        else:
+            raw = node.declare_parameter(spec.name, spec.default,
+                                         ParameterDescriptor(description=spec.description, dynamic_typing=True)).value
+        try:
+            value = spec.convert(raw)
+        except ParameterError as err:
+            raise ParameterError(f"{node.get_name()}: {err}") from None
+        if type(raw) is not type(value) or raw != value:  # e.g. 5 -> 5.0: store the declared type
+            from rclpy.parameter import Parameter
+
+            node.set_parameters([Parameter(spec.name, value=value)])
+        node.set_descriptor(spec.name, spec.descriptor())
+        values[spec.name] = value
+    by_name = {spec.name: spec for spec in specs}
+
+    def on_set(params) -> SetParametersResult:
+        for param in params:
+            if param.name in by_name:
+                try:
+                    by_name[param.name].convert(param.value)
+                except ParameterError as err:
+                    return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+    node.add_on_set_parameters_callback(on_set)
+    return values
+
+
+def per_joint(spec: Param, value: list, joints: Sequence[str], table: dict[str, object] | None = None,
+              node: str = "actor") -> list:
+    """A per-joint list for `joints`: as given, one value repeated, or picked by name from `table`.
+
+    `table` maps the default arm's joint names to their defaults: a list of the default arm's length is
+    read by joint name, so a subset of its joints needs no list of its own.
+    """
+    if len(value) == len(joints):
+        return list(value)
+    if len(value) == 1:
+        return list(value) * len(joints)
+    if table is not None and len(value) == len(table) and list(value) == list(table.values()):
+        unknown = [j for j in joints if j not in table]
+        if unknown:
+            raise ParameterError(f"{node}: invalid parameter joints:={format_value(list(joints))}: unknown joint(s) "
+                                 f"{', '.join(unknown)}; known: {', '.join(table)} (or give {spec.name} "
+                                 "with one value per joint)")
+        return [table[j] for j in joints]
+    raise ParameterError(f"{node}: invalid parameter {spec.name}:={format_value(value)}: allowed: {len(joints)} values, "
+                         f"one per entry of joints ({len(joints)}), or one value for all")
+
+
+# -- checks shared by the tables -------------------------------------------------------------------
+def checkpoint_dir(path: str) -> str | None:
+    if path and not (Path(path).expanduser() / "config.json").is_file():
+        return f"no checkpoint there (expected {Path(path) / 'config.json'})"
+    return None
+
+
+def existing_file(path: str) -> str | None:
+    return "no such file" if path and not Path(path).expanduser().is_file() else None
+
+
+def unique(values: list) -> str | None:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    return f"names must be unique; repeated: {', '.join(repeated)}" if repeated else None
+
+
+def device_name(value: str) -> str | None:
+    kind, _, index = value.partition(":")
+    if kind in ("cpu", "cuda", "mps") and (not index or (index.isdigit() and kind == "cuda")):
+        return None
+    return "allowed: cpu, cuda, cuda:N or mps"
+
+
+# -- the nodes' parameter tables (the README's tables show the same; a test keeps them equal) --------
+# Defaults: hilserl.training.learner.LearnerSettings and hilserl.training.loop (kept equal by a test).
+LEARNER_PARAMS = (
+    Param("checkpoint", "", "Checkpoint directory to load and publish (required). Set at run time: load it and "
+          "publish it as the next version.", "str", non_empty=True, check=checkpoint_dir),
+    Param("run_id", "", "Names this run in every weights message; '' = a new id per start.", "str"),
+    Param("training", True, "Train from the actors' /transitions; false = publish the checkpoint only.", "bool"),
+    Param("state_dir", "", "Journal, run.json and training state; a restart on it resumes the run "
+          "('' = RUN_DIR/learner, else a temporary folder).", "str"),
+    Param("run_dir", "", "Metrics, TensorBoard events and (without state_dir) the training state go here.", "str"),
+    Param("device", "cpu", "Torch device the agent trains on.", "str", check=device_name),
+    Param("batch_size", 256, "Transitions per gradient update.", "int", low=1),
+    Param("utd_ratio", 1.0, "Gradient updates per received transition.", "float", low=0.0, above=True),
+    Param("warmup_transitions", 500, "No updates before this many transitions are stored.", "int", low=0),
+    Param("demo_ratio", 0.5, "Share of each batch drawn from interventions (RLPD: 0.5).", "float", low=0.0, high=1.0),
+    Param("buffer_capacity", 50_000, "Transitions each replay buffer keeps.", "int", low=1),
+    Param("gamma", 0.99, "Discount factor.", "float", low=0.0, high=1.0),
+    Param("n_step", 3, "Steps of the n-step return.", "int", low=1),
+    Param("publish_every_updates", 100, "Publish the weights every N gradient updates.", "int", low=1),
+    Param("publish_every_seconds", 0.0, "And/or every N seconds of training (0 = off).", "float", low=0.0),
+    Param("checkpoint_every_updates", 1000, "Save the training state every N updates (and on shutdown).",
+          "int", low=1),
+    Param("torch_threads", 0, "Torch CPU threads for training (0 = torch's default).", "int", low=0),
+)
+
+
+ACTOR_PARAMS = (
+    Param("policy_config", "", "A checkpoint's config.json: refuse weights made for any other config "
+          "('' = build from the first weights).", "str", check=existing_file),
+    Param("weights_topic", names.WEIGHTS_TOPIC, "Where the learner publishes weights.", "str", non_empty=True),
+    Param("image_topics", [names.CAMERA_TOPIC], "One camera topic per policy camera, in its order.", "str[]",
+          non_empty=True),
+    Param("joint_states_topic", names.JOINT_STATES_TOPIC, "sensor_msgs/JointState input.", "str", non_empty=True),
+    Param("command_topic", names.COMMAND_TOPIC, "Joint position targets output.", "str", non_empty=True),
+    Param("joints", list(JOINTS), "Commanded joints, in command order.", "str[]", non_empty=True, check=unique),
+    Param("joint_lower", list(JOINT_LOWER), "Lower limit per joint (rad or m).", "float[]", per_joint=True),
+    Param("joint_upper", list(JOINT_UPPER), "Upper limit per joint (rad or m).", "float[]", per_joint=True),
+    Param("action_scale", list(ACTION_SCALE), "Target change per step at |action| = 1, per joint.", "float[]",
+          low=0.0, per_joint=True),
+    Param("control_hz", 10.0, "Policy steps per second (real-time mode).", "float", low=0.0, above=True),
+    Param("deterministic", False, "Act with the policy's mean action (evaluation).", "bool"),
+    Param("stale_after", 0.5, "Seconds: older camera/joint data puts the actor in HOLDING.", "float", low=0.0,
+          above=True),
+    Param("lockstep", False, "Act once per sim step, when every sensor shows it (the sim's lockstep).", "bool"),
+    Param("seed", 0, "Seed of the policy's exploration noise.", "int", low=0),
+    Param("episode_topic", names.STEP_TOPIC, "The sim's per-step reports ('' or absent: none, as on hardware).",
+          "str"),
+    Param("reset_service", "", "std_srvs/Trigger called when a person labels an episode ('' = none).", "str"),
+    Param("max_episode_steps", 0, "An episode ends after this many actions (0 = by flags or labels only).",
+          "int", low=0),
+    Param("teleop_topic", names.TELEOP_TOPIC, "sensor_msgs/Joy for interventions.", "str", non_empty=True),
+    Param("teleop_axes", list(range(len(JOINTS))), "Joy axis per joint (-1 = none).", "int[]", low=-1,
+          per_joint=True),
+    Param("teleop_scale", 1.0, "Joy axis value to action.", "float", low=0.0),
+    Param("deadman_button", 0, "Held: the person's axes replace the policy (-1 = none).", "int", low=-1),
+    Param("success_button", 1, "Ends the episode as a success (-1 = none).", "int", low=-1),
+    Param("failure_button", 2, "Ends the episode as a failure (-1 = none).", "int", low=-1),
+    Param("teleop_timeout", 0.5, "Seconds: a silent teleop device hands control back.", "float", low=0.0,
+          above=True),
+    Param("send_transitions", True, "Stream experience to the learner (acknowledged, resent, spilled).", "bool"),
+    Param("transition_batch", 16, "Transitions per batch sent.", "int", low=1),
+    Param("spill_dir", "", "Unacknowledged batches wait here ('' = runs/actor_spill/<node>).", "str"),
+    Param("run_dir", "", "Metrics and TensorBoard events go to RUN_DIR/<node> ('' = none).", "str"),
+)
+PER_JOINT_DEFAULTS = {"joint_lower": JOINT_LOWER, "joint_upper": JOINT_UPPER, "action_scale": ACTION_SCALE,
+                      "teleop_axes": tuple(range(len(JOINTS)))}
+
+
+SIM_PARAMS = (
+    Param("task", "reach", "The Genesis task.", "str", choices=("reach", "push", "lift")),
+    Param("variant", "standard", "Task variant; easy = fixed cube, start pose and lighting, 8 cm success.", "str",
+          choices=("standard", "easy")),
+    Param("seed", 0, "Episode i is reset with seed + i.", "int", low=0),
+    Param("lockstep", False, "Advance one control period per command (true) or in real time (false).", "bool"),
+    Param("lockstep_max_hz", 0.0, "Lock-step only: at most this many steps per second (0 = no cap).", "float",
+          low=0.0),
+    Param("control_hz", 10.0, "Real-time mode: physics steps per wall-clock second.", "float", low=0.0, above=True),
+    Param("image_size", 84, "Camera image width and height (px).", "int", low=16),
+    Param("num_cameras", 1, "Cameras published: camera/, camera_1/, ...", "int", low=1, high=3),
+    Param("episode_steps", 50, "Time limit (truncation) per episode, in steps.", "int", low=1),
+    Param("max_episodes", 0, "Stop stepping after this many episodes (0 = run forever).", "int", low=0),
+)
+TELEOP_PARAMS = (
+    Param("rate", 20.0, "Joy messages per second.", "float", low=0.0, above=True),
+    Param("key_hold", 0.25, "Seconds a key press drives its axis, like a held stick.", "float", low=0.0, above=True),
+)
+
+
+def markdown_table(specs: Sequence[Param]) -> str:
+    """The README's table of a node's parameters (a test checks the README holds exactly this)."""
+    rows = ["| parameter | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    for s in specs:
+        default = format_value(s.default).replace("|", "\\|")
+        rows.append(f"| `{s.name}` | `{default}` | {s.allowed()} | {s.description} |")
+    return "\n".join(rows)

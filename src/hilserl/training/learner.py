@@ -1,0 +1,276 @@
+"""The learner's logic in plain Python + torch: agent, buffers, schedule, episodes, resume, hot swap.
+
+`LearnerCore` owns no thread, topic or parameter. The learner node (hilserl/nodes/learner.py) builds it
+from its parameters, feeds it the batches its TransitionReceiver stores (`store_batch`), calls
+`train_step()` from its training thread, and hands it a `publish(payload, meta, reason)` callback that
+puts the encoded weights on `/policy_weights`. Tests drive the same object without ROS.
+
+    settings           LearnerSettings: every training hyperparameter, read once from the parameters
+    store_batch()      one stored batch of an actor's stream -> both replay buffers
+    train_step()       one owed update (sample + agent.update), publishing and saving on schedule
+    waiting_for()      why no update can run yet ('' = none), detected explicitly, not by catching errors
+    publish_weights()  the one publish path: start-up, checkpoint swap and training
+    swap_checkpoint()  load another checkpoint of the same config and publish it as the next version
+    save_state()       networks, optimisers and counters to STATE_DIR/state, plus STATE_DIR/checkpoint/
+    health()           the Report /diagnostics shows
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from hilserl.durable import write_durably
+from hilserl.health import ERROR, OK, WARN, Report
+from hilserl.policies import build_agent
+from hilserl.replay.episode_buffer import GAMMA, N_STEP, MixedSampler, ReplayBuffer
+from hilserl.training.loop import (BATCH_SIZE, CHECKPOINT_EVERY_UPDATES, DEMO_RATIO, PUBLISH_EVERY_SECONDS,
+                                   PUBLISH_EVERY_UPDATES, UTD_RATIO, WARMUP_TRANSITIONS, TrainingLoop,
+                                   TrainSchedule, set_torch_threads)
+from hilserl.training.state import find_training_state, load_training_state, save_training_state
+from hilserl.weights.checkpoint import load_agent_weights, read_config_file, save_checkpoint
+from hilserl.weights.codec import encode_weights
+
+BUFFER_CAPACITY = 50_000
+
+
+@dataclass(frozen=True)
+class LearnerSettings:
+    """The learner's training settings, one field per learner parameter of the same name."""
+
+    training: bool = True  # false: publish the checkpoint only (no buffers, no updates)
+    batch_size: int = BATCH_SIZE
+    utd_ratio: float = UTD_RATIO
+    warmup_transitions: int = WARMUP_TRANSITIONS
+    demo_ratio: float = DEMO_RATIO
+    buffer_capacity: int = BUFFER_CAPACITY
+    gamma: float = GAMMA
+    n_step: int = N_STEP
+    publish_every_updates: int = PUBLISH_EVERY_UPDATES
+    publish_every_seconds: float = PUBLISH_EVERY_SECONDS
+    checkpoint_every_updates: int = CHECKPOINT_EVERY_UPDATES
+    torch_threads: int = 0  # 0 = torch's default
+
+    def schedule(self) -> TrainSchedule:
+        return TrainSchedule(batch_size=self.batch_size, utd_ratio=self.utd_ratio,
+                             warmup_transitions=self.warmup_transitions,
+                             publish_every_updates=self.publish_every_updates,
+                             publish_every_seconds=self.publish_every_seconds,
+                             checkpoint_every_updates=self.checkpoint_every_updates)
+
+    @classmethod
+    def from_values(cls, values: dict) -> "LearnerSettings":
+        """The settings among `values` (e.g. every parameter of the node); other keys are ignored."""
+        return cls(**{k: values[k] for k in asdict(cls()) if k in values})
+
+
+Publish = Callable[[bytes, object, str], None]  # (payload, WeightsMeta, reason)
+
+
+def load_checkpoint_agent(checkpoint: str | Path, device: str = "cpu"):
+    """(agent, notes): a checkpoint's config and weights as a training agent on `device`."""
+    config, _ = read_config_file(checkpoint)
+    agent = build_agent(config)
+    notes = load_agent_weights(agent, checkpoint)
+    return agent.to(device), notes
+
+
+class LearnerCore:
+    def __init__(self, checkpoint: str | Path, settings: LearnerSettings, publish: Publish,
+                 state_dir: Path | None = None, run_id: str = "", device: str = "cpu", log=None):
+        """`state_dir` holds the journal, run.json and the training state (a restart on it resumes the run);
+        it is needed when `settings.training`. `log(message)` receives what an operator should read."""
+        self.settings, self.publish, self.device = settings, publish, device
+        self.log = log or (lambda message: None)
+        self.lock = threading.RLock()  # guards the agent between the training thread and publishing
+        self.buffer_lock = threading.Lock()  # guards the buffers between the intake and sampling
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.weights_version = 0
+        self.last_digest = ""
+        self.last_publish_time = 0.0
+        self.training_error = ""  # an exception from sampling or the update: training has stopped
+        self.resumed = False
+        self.agent = self.load_checkpoint(checkpoint)
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.loop: TrainingLoop | None = None
+        if settings.training:
+            if self.state_dir is None:
+                raise ValueError("training needs a state_dir (journal, run.json and training state)")
+            self.setup_training()
+
+    # -- set-up and resume -----------------------------------------------------------------------
+    def load_checkpoint(self, checkpoint: str | Path):
+        agent, notes = load_checkpoint_agent(checkpoint, self.device)
+        for note in notes:
+            self.log(note)
+        self.log(f"loaded {agent.config.policy} checkpoint {checkpoint} (config {agent.config.fingerprint()})")
+        return agent
+
+    def setup_training(self) -> None:
+        s, config = self.settings, self.agent.config
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        set_torch_threads(s.torch_threads)
+        self.online = ReplayBuffer(config, s.buffer_capacity, s.gamma, s.n_step)
+        self.demos = ReplayBuffer(config, s.buffer_capacity, s.gamma, s.n_step)  # interventions
+        self.sampler = MixedSampler(self.online, self.demos, s.demo_ratio)
+        self.episode_keys: dict[tuple[str, int], int] = {}  # (stream, actor's episode) -> buffer episode key
+        self.loop = TrainingLoop(self.agent, self.sample, s.schedule(), publish=self.publish_weights,
+                                 save=self.save_state)
+        self.resume()
+
+    def resume(self) -> None:
+        """A restart on the same state_dir: same run, versions continue upward from the last published."""
+        run_file = self.state_dir / "run.json"
+        self.resumed = run_file.is_file()
+        if not self.resumed:
+            return
+        run = json.loads(run_file.read_text())
+        self.run_id, self.weights_version = run["run_id"], run["weights_version"]
+        source = "the checkpoint (no training state saved yet)"
+        if find_training_state(self.state_dir / "state") is not None:
+            counters = load_training_state(self.state_dir / "state", self.agent)
+            self.loop.counters.learner_step = counters["learner_step"]
+            source = counters["state_dir"]
+        self.log(f"resumed run {self.run_id}: networks from {source}, learner step {self.learner_step}; "
+                 f"the next weights are v{self.weights_version + 1}")
+
+    @property
+    def learner_step(self) -> int:
+        return self.loop.counters.learner_step if self.loop is not None else 0
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.state_dir / "journal"
+
+    # -- experience ------------------------------------------------------------------------------
+    def store_batch(self, actor_id: str, transitions: list) -> None:
+        """One batch of stream `actor_id`, in order (the receiver calls this once per stored batch)."""
+        with self.buffer_lock:
+            for t in transitions:
+                key = self.episode_keys.setdefault((actor_id, t.episode), len(self.episode_keys))
+                self.online.add(t, key)
+                if t.intervention:
+                    self.demos.add(t, key)
+        self.loop.transitions_added(len(transitions))
+
+    def buffer_sizes(self) -> dict[str, int]:
+        if self.loop is None:
+            return {}
+        return {"online": len(self.online), "interventions": len(self.demos)}
+
+    def sample(self, batch_size: int):
+        with self.buffer_lock:
+            batch = self.sampler.sample(batch_size)
+        if self.device == "cpu":
+            return batch
+        return replace(batch, **{f.name: getattr(batch, f.name).to(self.device) for f in fields(batch)
+                                 if getattr(batch, f.name) is not None})
+
+    # -- training --------------------------------------------------------------------------------
+    def waiting_for(self) -> str:
+        """Why no update can run now ('' = one can): warm-up, or no complete n-step window to sample."""
+        s, c = self.settings, self.loop.counters
+        with self.buffer_lock:
+            stored = len(self.online)
+            if stored < max(s.warmup_transitions, 1):
+                return f"warm-up: {stored}/{max(s.warmup_transitions, 1)} transitions stored"
+            if not self.online.has_window():
+                return "the online buffer holds no complete n-step window yet"
+            if len(self.demos) and s.demo_ratio > 0 and not self.demos.has_window():
+                return "the intervention buffer holds no complete n-step window yet"
+        if self.loop.updates_owed(stored) == 0:
+            return f"update-to-data ratio met ({c.learner_step} updates for {c.transitions_seen} transitions)"
+        return ""
+
+    def train_step(self) -> int:
+        """One owed update, if `waiting_for()` allows it: 1 if done, else 0.
+
+        An exception from sampling or the update is recorded in `training_error` (ERROR in `health()`,
+        training stops) and raised again for the caller to log.
+        """
+        if self.training_error or self.waiting_for():
+            return 0
+        try:
+            with self.lock:
+                return self.loop.train_some(len(self.online), max_updates=1)
+        except Exception as err:
+            self.training_error = f"{type(err).__name__}: {err}"
+            raise
+
+    def last_metrics(self) -> dict[str, float]:
+        return dict(self.loop.counters.last_metrics) if self.loop is not None else {}
+
+    # -- weights ---------------------------------------------------------------------------------
+    def publish_weights(self, reason: str) -> None:
+        """The one publish path: start-up, checkpoint swap and training all come through here."""
+        with self.lock:
+            self.weights_version += 1
+            payload, meta = encode_weights(self.agent.inference.state_dict(), config=self.agent.config,
+                                           weights_version=self.weights_version,
+                                           learner_step=self.learner_step, run_id=self.run_id)
+        if self.loop is not None:  # durable before it is sent: a restart never reuses a version number
+            write_durably(self.state_dir / "run.json",
+                          json.dumps({"run_id": self.run_id, "weights_version": self.weights_version}).encode())
+        self.last_digest, self.last_publish_time = meta.digest, time.monotonic()
+        self.publish(payload, meta, reason)
+        self.log(f"published weights v{meta.weights_version} ({reason}): {len(payload)} bytes, "
+                 f"{len(self.agent.inference.state_dict())} tensors, digest {meta.digest}")
+
+    def swap_checkpoint(self, checkpoint: str | Path) -> None:
+        """Load `checkpoint` in place of the current agent (same policy config only).
+
+        Raises WeightsError/ValueError/OSError with the reason when it cannot; the current agent stays.
+        The caller publishes it (`publish_weights`) when convenient.
+        """
+        agent = self.load_checkpoint(checkpoint)
+        if agent.config.fingerprint() != self.agent.config.fingerprint():
+            raise ValueError("the new checkpoint's policy config differs; start a new learner run for it")
+        with self.lock:
+            self.agent = agent
+            if self.loop is not None:
+                self.loop.agent = agent
+
+    def save_state(self) -> None:
+        with self.lock:
+            counters = {"run_id": self.run_id, "weights_version": self.weights_version,
+                        "learner_step": self.learner_step}
+            save_training_state(self.state_dir / "state", self.agent, counters)
+            save_checkpoint(self.agent, self.agent.config, self.state_dir / "checkpoint",
+                            step=counters["learner_step"], extra={"trained_by": counters})
+
+    # -- what the node reports -------------------------------------------------------------------
+    def status(self, activity: str, stored_through: dict | None = None) -> dict:
+        status = {"node": "learner", "run_id": self.run_id, "weights_version": self.weights_version,
+                  "digest": self.last_digest, "learner_step": self.learner_step, "activity": activity,
+                  "policy": self.agent.config.policy}
+        if self.loop is not None:
+            status |= {"transitions_stored": self.loop.counters.transitions_seen, "buffers": self.buffer_sizes(),
+                       "stored_through": dict(stored_through or {}), "resumed": self.resumed,
+                       "training_error": self.training_error}
+        return status
+
+    def health(self) -> Report:
+        """OK while weights are out and training (if on) runs or waits for data; ERROR once training failed."""
+        since = time.monotonic() - self.last_publish_time if self.last_publish_time else None
+        values: dict[str, object] = {
+            "weights_version": self.weights_version, "weights_digest": self.last_digest, "run_id": self.run_id,
+            "policy": self.agent.config.policy, "learner_step": self.learner_step,
+            "seconds_since_publish": since if since is not None else "",
+            "updates_per_s": self.loop.counters.updates_per_second() if self.loop else 0.0,
+        }
+        if self.loop is not None:
+            values["transitions_seen"] = self.loop.counters.transitions_seen
+            values["training"] = ("stopped" if self.training_error else self.waiting_for() or "updating")
+        values |= {f"buffer/{k}": v for k, v in self.buffer_sizes().items()}
+        values |= {f"loss/{k}": v for k, v in self.last_metrics().items()}
+        if self.training_error:
+            return Report(ERROR, f"training stopped: {self.training_error}", values)
+        if self.weights_version == 0:
+            return Report(WARN, "no weights published yet", values)
+        return Report(OK, f"weights v{self.weights_version} ({self.last_digest[:12]}) published "
+                          f"{since:.0f} s ago", values)

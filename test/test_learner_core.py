@@ -1,0 +1,106 @@
+"""The learner core and its training schedule, without ROS: real agent, real buffers, real files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hilserl.control.episode import Transition
+from hilserl.health import ERROR, OK
+from hilserl.nodes.params import LEARNER_PARAMS
+from hilserl.training.learner import LearnerCore, LearnerSettings
+from hilserl.training.loop import TrainingLoop, TrainSchedule
+from hilserl.weights.codec import decode_weights
+from rosutil import init_checkpoint
+
+SMALL = ("--image-size", "16", "--hidden-dim", "32")
+
+
+def test_parameter_defaults_are_the_settings_defaults():
+    defaults = LearnerSettings()
+    for spec in LEARNER_PARAMS:
+        if hasattr(defaults, spec.name):
+            assert getattr(defaults, spec.name) == spec.default, spec.name
+
+
+def test_schedule_owes_updates_by_the_utd_ratio_and_publishes_and_saves_on_schedule():
+    with pytest.raises(ValueError):
+        TrainSchedule(batch_size=0)
+    calls = []
+
+    class Agent:
+        def update(self, batch, step):
+            return {"loss": float(step)}
+    loop = TrainingLoop(Agent(), lambda n: n, TrainSchedule(batch_size=2, utd_ratio=0.5, warmup_transitions=4,
+                                                            publish_every_updates=2, checkpoint_every_updates=3),
+                        publish=calls.append, save=lambda: calls.append("save"))
+    loop.transitions_added(3)
+    assert loop.updates_owed(stored=3) == 0  # still warming up
+    loop.transitions_added(7)
+    assert loop.updates_owed(stored=10) == 5
+    assert loop.train_some(10, max_updates=10) == 5 and loop.updates_owed(10) == 0
+    assert calls == ["training", "save", "training"] and loop.counters.last_metrics == {"loss": 4.0}
+
+
+def transitions(episode: int, steps: int, config) -> list[Transition]:
+    rng = np.random.default_rng(episode)
+    out = []
+    for k in range(steps):
+        end = k == steps - 1
+        out.append(Transition(episode=episode, step=k,
+                              frames=rng.integers(0, 255, (3, config.image_size, config.image_size), np.uint8),
+                              state=np.zeros(8, np.float32), action=rng.uniform(-1, 1, 8).astype(np.float32),
+                              reward=-1.0, terminated=end, truncated=False, intervention=k < 3, success=end,
+                              final_frames=np.zeros((3, config.image_size, config.image_size), np.uint8) if end else None,
+                              final_state=np.zeros(8, np.float32) if end else None))
+    return out
+
+
+def test_core_trains_publishes_resumes_and_reports_errors(tmp_path):
+    ckpt = init_checkpoint(tmp_path / "ckpt", "drqv2", "--seed", "3", *SMALL)["path"]
+    sent = []
+    settings = LearnerSettings(batch_size=8, warmup_transitions=10, publish_every_updates=5, n_step=2)
+    core = LearnerCore(ckpt, settings, publish=lambda payload, meta, reason: sent.append((meta, reason)),
+                       state_dir=tmp_path / "state", device="cpu")
+    core.publish_weights("start-up")
+    assert core.health().level == OK and "warm-up: 0/10" in core.waiting_for()
+    core.store_batch("/actor#a", transitions(0, 6, core.agent.config))
+    assert core.train_step() == 0 and core.waiting_for().startswith("warm-up")
+    core.store_batch("/actor#a", transitions(1, 6, core.agent.config))
+    updates = 0
+    while core.train_step():
+        updates += 1
+    assert updates == 12 and core.learner_step == 12 and core.waiting_for().startswith("update-to-data")
+    assert [m.weights_version for m, _ in sent] == [1, 2, 3] and sent[-1][1] == "training"
+    assert json.loads((tmp_path / "state" / "run.json").read_text())["weights_version"] == 3
+    assert core.buffer_sizes() == {"online": 12, "interventions": 6}
+    core.save_state()
+
+    again = LearnerCore(ckpt, settings, publish=lambda *a: sent.append(a[1:]), state_dir=tmp_path / "state")
+    assert again.resumed and again.run_id == core.run_id and again.learner_step == 12
+    again.publish_weights("resumed")
+    assert sent[-1][0].weights_version == 4  # versions continue upward
+
+    core.agent.update = lambda batch, step: 1 / 0  # an exception in the update is an error, not "waiting"
+    core.store_batch("/actor#a", transitions(2, 6, core.agent.config))
+    with pytest.raises(ZeroDivisionError):
+        core.train_step()
+    report = core.health()
+    assert report.level == ERROR and "ZeroDivisionError" in report.message and core.train_step() == 0
+
+
+def test_swap_checkpoint_refuses_another_config(tmp_path):
+    ckpt = init_checkpoint(tmp_path / "a", "drqv2", "--seed", "1", *SMALL)["path"]
+    other = init_checkpoint(tmp_path / "b", "drqv2", "--seed", "2", "--image-size", "24")["path"]
+    same = init_checkpoint(tmp_path / "c", "drqv2", "--seed", "2", *SMALL)["path"]
+    payloads = []
+    core = LearnerCore(ckpt, LearnerSettings(training=False), publish=lambda p, m, r: payloads.append(p))
+    with pytest.raises(ValueError, match="config differs"):
+        core.swap_checkpoint(other)
+    core.publish_weights("start-up")
+    core.swap_checkpoint(same)
+    core.publish_weights("swap")
+    digests = [decode_weights(p)[0].digest for p in payloads]
+    assert digests[0] != digests[1] and core.health().level == OK
