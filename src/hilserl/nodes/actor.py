@@ -43,7 +43,7 @@ from hilserl.control.steps import StampMatcher, StepReport
 from hilserl.nodes.diagnostics import Diagnostics, StatusTopic
 from hilserl.nodes.image_conv import image_msg_to_rgb
 from hilserl.nodes.params import ACTOR_PARAMS as PARAMS
-from hilserl.nodes.params import PER_JOINT_DEFAULTS, declare, per_joint
+from hilserl.nodes.params import PER_JOINT_DEFAULTS, declare, per_joint, torch_device
 from hilserl.nodes.qos import COMMANDS, EPISODE_LOG, LATCHED, SENSOR_DATA, STEP_REPORTS, STREAM
 from hilserl.nodes.runtime import run_node
 from hilserl.robot import JOINTS, action_to_targets
@@ -89,7 +89,8 @@ class ActorNode(Node):
             problem = self.incompatibility(expected)
             if problem:
                 raise SystemExit(f"actor: policy_config {p['policy_config']}: {problem}")
-        self.receiver = WeightsReceiver(expected, compatible=self.incompatibility)
+        self.receiver = WeightsReceiver(expected, compatible=self.incompatibility,
+                                        device=torch_device("actor", p["device"]))
         self.stacker = None
         self.frames: dict[str, tuple[float, object, np.ndarray]] = {}  # topic -> (received, stamp, rgb)
         self.joint_state: tuple[float, object, np.ndarray] | None = None

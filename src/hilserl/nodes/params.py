@@ -207,10 +207,21 @@ def unique(values: list) -> str | None:
 
 
 def device_name(value: str) -> str | None:
+    """The spelling only: whether this machine has that device is asked of torch by `torch_device`."""
     kind, _, index = value.partition(":")
-    if kind in ("cpu", "cuda", "mps") and (not index or (index.isdigit() and kind == "cuda")):
+    if kind in ("auto", "cpu") and not index or kind == "cuda" and (not index or index.isdigit()):
         return None
-    return "allowed: cpu, cuda, cuda:N or mps"
+    return "allowed: auto, cpu, cuda, cuda:N"
+
+
+def torch_device(node_name: str, value: str):
+    """The torch.device for a `device` parameter; a device this machine lacks is a ParameterError."""
+    from hilserl.policies.device import resolve_device
+
+    try:
+        return resolve_device(value)
+    except ValueError as err:
+        raise ParameterError(f"{node_name}: invalid parameter device:={format_value(value)}: {err}") from None
 
 
 # -- the nodes' parameter tables (the README's tables show the same; a test keeps them equal) --------
@@ -223,7 +234,8 @@ LEARNER_PARAMS = (
     Param("state_dir", "", "Journal, run.json and training state; a restart on it resumes the run "
           "('' = RUN_DIR/learner, else a temporary folder).", "str"),
     Param("run_dir", "", "Metrics, TensorBoard events and (without state_dir) the training state go here.", "str"),
-    Param("device", "cpu", "Torch device the agent trains on.", "str", check=device_name),
+    Param("device", "auto", "Torch device the agent trains on (auto = a GPU when torch sees one).", "str",
+          check=device_name),
     Param("batch_size", 256, "Transitions per gradient update.", "int", low=1),
     Param("utd_ratio", 1.0, "Gradient updates per received transition.", "float", low=0.0, above=True),
     Param("warmup_transitions", 500, "No updates before this many transitions are stored.", "int", low=0),
@@ -276,6 +288,8 @@ ACTOR_PARAMS = (
     Param("transition_batch", 16, "Transitions per batch sent.", "int", low=1),
     Param("spill_dir", "", "Unacknowledged batches wait here ('' = runs/actor_spill/<node>).", "str"),
     Param("run_dir", "", "Metrics and TensorBoard events go to RUN_DIR/<node> ('' = none).", "str"),
+    Param("device", "cpu", "Torch device the policy runs on (auto = a GPU when torch sees one).", "str",
+          check=device_name),
 )
 PER_JOINT_DEFAULTS = {"joint_lower": JOINT_LOWER, "joint_upper": JOINT_UPPER, "action_scale": ACTION_SCALE,
                       "teleop_axes": tuple(range(len(JOINTS)))}

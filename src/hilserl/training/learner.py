@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hilserl.durable import write_durably
@@ -34,6 +34,7 @@ from hilserl.training.loop import (BATCH_SIZE, CHECKPOINT_EVERY_UPDATES, DEMO_RA
                                    TrainSchedule, set_torch_threads)
 from hilserl.training.state import find_training_state, load_training_state, save_training_state
 from hilserl.weights.checkpoint import load_agent_weights, read_config_file, save_checkpoint
+from hilserl.policies.device import resolve_device
 from hilserl.weights.codec import encode_weights
 
 BUFFER_CAPACITY = 50_000
@@ -75,9 +76,9 @@ Publish = Callable[[bytes, object, str], None]  # (payload, WeightsMeta, reason)
 def load_checkpoint_agent(checkpoint: str | Path, device: str = "cpu"):
     """(agent, notes): a checkpoint's config and weights as a training agent on `device`."""
     config, _ = read_config_file(checkpoint)
-    agent = build_agent(config)
+    agent = build_agent(config, device=resolve_device(device))
     notes = load_agent_weights(agent, checkpoint)
-    return agent.to(device), notes
+    return agent, notes
 
 
 class LearnerCore:
@@ -166,10 +167,7 @@ class LearnerCore:
     def sample(self, batch_size: int):
         with self.buffer_lock:
             batch = self.sampler.sample(batch_size)
-        if self.device == "cpu":
-            return batch
-        return replace(batch, **{f.name: getattr(batch, f.name).to(self.device) for f in fields(batch)
-                                 if getattr(batch, f.name) is not None})
+        return batch  # the agent's update moves it to the agent's device
 
     # -- training --------------------------------------------------------------------------------
     def waiting_for(self) -> str:
@@ -212,7 +210,8 @@ class LearnerCore:
             self.weights_version += 1
             payload, meta = encode_weights(self.agent.inference.state_dict(), config=self.agent.config,
                                            weights_version=self.weights_version,
-                                           learner_step=self.learner_step, run_id=self.run_id)
+                                           learner_step=self.learner_step, run_id=self.run_id,
+                                           uniform_exploration_steps=self.agent.inference.uniform_exploration_steps)
         if self.loop is not None:  # durable before it is sent: a restart never reuses a version number
             write_durably(self.state_dir / "run.json",
                           json.dumps({"run_id": self.run_id, "weights_version": self.weights_version}).encode())
