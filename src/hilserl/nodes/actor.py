@@ -350,6 +350,8 @@ class ActorNode(Node):
                   "weights_version": meta.weights_version if meta else None,
                   "digest": self.receiver.loaded_digest,
                   "rejected": self.rejected, "last_rejection": self.last_rejection,
+                  "transitions_rejected": self.transition_sender.rejected_batches if self.transition_sender else 0,
+                  "last_transitions_rejection": self.transition_sender.last_rejection if self.transition_sender else "",
                   "episodes": len(self.episode_summaries),
                   "last_episode": self.episode_summaries[-1] if self.episode_summaries else None}
         self.status_pub.publish(String(data=json.dumps(status)))

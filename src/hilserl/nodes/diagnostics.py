@@ -13,12 +13,14 @@ the node (e.g. "actor_0/actor") with a level, a one-line message and key/values.
 for hilserl's nodes live here, so every node's health reads the same way; they use these node attributes:
 
   actor    state, reason, receiver (WeightsReceiver), commands_sent, rejected, last_rejection,
-           episode_summaries, recorder, intervention, transitions_made, lockstep,
+           episode_summaries, recorder, intervention, transitions_made, lockstep, transition_sender
+           (TransitionSender or None: unacked_count, rejected_batches, last_rejection, rejecting),
            control_rate (RateMeter, ticked once per command sent)
   learner  weights_version, last_digest, last_publish_time, learner_step, run_id, agent.config.policy;
            while training also loop (hilserl.training.loop.TrainingLoop: updates/s, losses from
            counters.last_metrics, transitions_seen), buffer_sizes (dict name -> int, or a method
-           returning one) and training_error (str, '' = fine)
+           returning one), training_error (str, '' = fine) and receiver (TransitionReceiver: its
+           intake's rejections_by_reason, last_rejection, quarantined)
   sim      lockstep, episode, step_index, applied, refused, successes, real_time_factor(), finished()
   teleop   state (KeyboardState)
 
@@ -214,6 +216,8 @@ class actor_report:  # noqa: N801 - used like a function: Diagnostics(node, acto
             "success_rate_last_20": sum(bool(s["success"]) for s in recent) / len(recent) if recent else "",
             "transitions": node.transitions_made,
             "unacked_batches": node.transition_sender.unacked_count if node.transition_sender else 0,
+            "transitions_rejected": node.transition_sender.rejected_batches if node.transition_sender else 0,
+            "last_transitions_rejection": node.transition_sender.last_rejection if node.transition_sender else "",
         }
         if node.state == "WAITING":
             if node.rejected:
@@ -222,6 +226,9 @@ class actor_report:  # noqa: N801 - used like a function: Diagnostics(node, acto
             return Report(WARN, node.reason, values)
         if node.state == "HOLDING":
             return Report(WARN, f"holding: {node.reason}", values)
+        sender = node.transition_sender
+        if sender is not None and sender.rejecting:
+            return Report(ERROR, f"the learner rejects this actor's transitions: {sender.last_rejection}", values)
         if now - self.rejected_at < REJECTION_WARN_S:
             return Report(WARN, f"running weights v{meta.weights_version}; a newer payload was rejected: "
                                 f"{node.last_rejection}", values)
@@ -248,9 +255,21 @@ def learner_report(node) -> Report:
     values |= {f"buffer/{k}": v for k, v in ((buffers() if callable(buffers) else buffers) or {}).items()}
     losses = loop.counters.last_metrics if loop else getattr(node, "losses", None)
     values |= {f"loss/{k}": v for k, v in (losses or {}).items()}
+    receiver = getattr(node, "receiver", None)  # hilserl.nodes.transitions.TransitionReceiver, while training
+    intake = receiver.intake if receiver else None
+    if intake:
+        values |= {"transitions_rejected": intake.rejected, "last_transitions_rejection": intake.last_rejection,
+                   "journal_quarantined": len(intake.quarantined)}
+        values |= {f"rejected/{kind}": n for kind, n in sorted(intake.rejections_by_reason.items())}
     error = getattr(node, "training_error", "")
     if error:
         return Report(ERROR, f"training stopped: {error}", values)
+    if intake and intake.quarantined:
+        return Report(ERROR, f"{len(intake.quarantined)} journal entries quarantined (see the quarantine folder), "
+                             f"last: {intake.quarantined[-1]}", values)
+    if intake and intake.rejected and time.monotonic() - intake.last_rejection_time < REJECTION_WARN_S:
+        counts = ", ".join(f"{kind} {n}" for kind, n in intake.rejections_by_reason.most_common())
+        return Report(WARN, f"transitions rejected ({counts}); last: {intake.last_rejection}", values)
     if node.weights_version == 0:
         return Report(WARN, "no weights published yet", values)
     return Report(OK, f"weights v{node.weights_version} ({node.last_digest[:12]}) published "

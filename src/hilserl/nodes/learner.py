@@ -134,8 +134,7 @@ class LearnerNode(Node):
                 source = counters["state_dir"]
             self.get_logger().info(f"resumed run {self.run_id}: networks from {source}, learner step "
                                    f"{self.learner_step}; the next weights are v{self.weights_version + 1}")
-        self.receiver = TransitionReceiver(self, self.state_dir / "journal", self.store_batch,
-                                           lambda: self.agent.config.fingerprint())
+        self.receiver = TransitionReceiver(self, self.state_dir / "journal", self.store_batch, lambda: self.agent.config)
         self.buffer_sizes = {"online": len(self.online), "interventions": len(self.demos)}
 
     def store_batch(self, actor_id: str, transitions: list) -> None:
