@@ -166,7 +166,7 @@ def decode_transitions(payload, config: PolicyConfig | None = None) -> tuple[dic
 
 # -- what a batch must hold ------------------------------------------------------------------------
 MAX_STREAM_CHARS = 200  # an actor's fully qualified node name plus "#<session>"
-STREAM_CHARS = re.compile(r"[A-Za-z0-9_/#.~:-]+")
+STREAM_CHARS = re.compile(r"[A-Za-z0-9_/#~-]+")  # a ROS node name, "#", a session
 MAX_SEQ = 10**12 - 1  # journal file names hold 12 digits
 MAX_BATCH = 4096
 
@@ -197,7 +197,7 @@ def validate(meta: dict[str, str], tensors: dict[str, torch.Tensor], config: Pol
     stream = meta["actor_id"]
     if not 1 <= len(stream) <= MAX_STREAM_CHARS or not STREAM_CHARS.fullmatch(stream):
         raise TransitionsError(f"stream id {stream[:60]!r}{'...' if len(stream) > 60 else ''} must be 1 to "
-                               f"{MAX_STREAM_CHARS} characters from [A-Za-z0-9_/#.~:-]", kind="stream_id")
+                               f"{MAX_STREAM_CHARS} characters from [A-Za-z0-9_/#~-]", kind="stream_id")
     batch = Batch(stream, _number(meta, "seq", MAX_SEQ, "sequence"), _number(meta, "count", MAX_BATCH, "count"))
     if config is not None and meta["config_fingerprint"] != config.fingerprint():
         raise TransitionsError(f"recorded with policy config {meta['config_fingerprint'][:16]!r}, the learner trains "
