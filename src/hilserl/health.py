@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR", STALE: "STALE"}
+REJECTION_WARN_S = 30.0  # a rejected payload (weights, transitions) keeps an otherwise running node at WARN this long
 
 
 @dataclass

@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from hilserl.health import ERROR, OK, WARN, RateMeter, Report
+from hilserl.health import ERROR, OK, REJECTION_WARN_S, WARN, RateMeter, Report
 
 WAITING, RUNNING, HOLDING = "WAITING", "RUNNING", "HOLDING"
 SLOW_CONTROL_RATIO = 0.8  # achieved control rate below this fraction of control_hz is a WARN
-REJECTION_WARN_S = 30.0  # a rejected weights payload keeps an otherwise running actor at WARN this long
 RECENT_EPISODES = 20
 
 
@@ -31,9 +30,9 @@ class ActorHealth:
     _rejected_at: float = -math.inf
     _digest_seen: str | None = None
 
-    def report(self, now: float, weights, digest: str | None, intervening: bool, episode_stats,
-               unacked_batches: int) -> Report:
-        """`weights`: the loaded WeightsMeta (or None); `episode_stats`: the recorder's open episode."""
+    def report(self, now: float, weights, digest: str | None, intervening: bool, episode_stats, outbox) -> Report:
+        """`weights`: the loaded WeightsMeta (or None); `episode_stats`: the recorder's open episode; `outbox`:
+        the link to the learner (unacked_count, rejected_batches, last_rejection, rejecting) or None."""
         if digest != self._digest_seen:  # a load supersedes earlier rejections
             self._digest_seen, self._rejected_seen, self._rejected_at = digest, self.rejected, -math.inf
         elif self.rejected > self._rejected_seen:
@@ -54,7 +53,9 @@ class ActorHealth:
             "last_episode_return": self.episodes[-1]["return"] if self.episodes else "",
             "last_episode_success": self.episodes[-1]["success"] if self.episodes else "",
             "success_rate_last_20": sum(bool(s["success"]) for s in recent) / len(recent) if recent else "",
-            "transitions": self.transitions, "unacked_batches": unacked_batches,
+            "transitions": self.transitions, "unacked_batches": outbox.unacked_count if outbox else 0,
+            "transitions_rejected": outbox.rejected_batches if outbox else 0,
+            "last_transitions_rejection": outbox.last_rejection if outbox else "",
         }
         if self.state == WAITING:
             if self.rejected:
@@ -63,6 +64,8 @@ class ActorHealth:
             return Report(WARN, self.reason, values)
         if self.state == HOLDING:
             return Report(WARN, f"holding: {self.reason}", values)
+        if outbox is not None and outbox.rejecting:  # the learner refuses what this actor records
+            return Report(ERROR, f"the learner rejects this actor's transitions: {outbox.last_rejection}", values)
         if now - self._rejected_at < REJECTION_WARN_S:
             return Report(WARN, f"running weights v{weights.weights_version}; a newer payload was rejected: "
                                 f"{self.last_rejection}", values)

@@ -273,13 +273,15 @@ class ActorNode(Node):
         return self.health_state.report(time.monotonic(), self.receiver.meta, self.receiver.loaded_digest,
                                         self.intervention.human_action(time.monotonic()) is not None,
                                         self.rules.recorder.stats,
-                                        self.transition_sender.unacked_count if self.transition_sender else 0)
+                                        self.transition_sender)
 
     def publish_status(self) -> None:
-        meta, h = self.receiver.meta, self.health_state
+        meta, h, sender = self.receiver.meta, self.health_state, self.transition_sender
         status = {"node": self.get_fully_qualified_name(), "state": h.state, "reason": h.reason,
                   "weights_version": meta.weights_version if meta else None, "digest": self.receiver.loaded_digest,
                   "rejected": h.rejected, "last_rejection": h.last_rejection, "episodes": len(h.episodes),
+                  "transitions_rejected": sender.rejected_batches if sender else 0,
+                  "last_transitions_rejection": sender.last_rejection if sender else "",
                   "last_episode": h.episodes[-1] if h.episodes else None}
         self.status_pub.publish(String(data=json.dumps(status)))
 

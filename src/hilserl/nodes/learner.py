@@ -48,8 +48,7 @@ class LearnerNode(Node):
         if settings.training:
             from hilserl.nodes.transitions import TransitionReceiver
 
-            self.receiver = TransitionReceiver(self, self.core.journal_dir, self.core.store_batch,
-                                               lambda: self.core.agent.config.fingerprint())
+            self.receiver = TransitionReceiver(self, self.core.intake)
         self.core.publish_weights(reason="resumed" if self.core.resumed else "start-up")
         from hilserl.metrics import metrics_for_node
 

@@ -1,12 +1,15 @@
 """Transitions from actors to the learner without loss: sequence numbers, a durable journal, acks, resends.
 
   /transitions      std_msgs/UInt8MultiArray, RELIABLE, VOLATILE, KEEP_LAST 100: one batch per message
-  /transitions_ack  std_msgs/String JSON {"actor_id", "stored_through"}, RELIABLE, KEEP_LAST 100
+  /transitions_ack  std_msgs/String JSON, RELIABLE, KEEP_LAST 100: {"actor_id", "stored_through"}, and for a
+                    refused payload also {"rejected": seq or null, "reason", "kind", "payload": its payload_id}
 
-The learner stores batch `seq` of a stream only right after `seq - 1` (so "stored through N" is one number),
-writes it to its journal (fsync'd) before acknowledging, and replays the journal into its buffers after a
-restart. The actor keeps every batch until acknowledged, resends unacknowledged ones every
-`resend_period` seconds (a partial batch goes out within half of it), and keeps at most `memory_limit` bytes of them in memory, spilling the rest to disk.
+The learner checks a batch completely, then stores batch `seq` of a stream right after `seq - 1` (so
+"settled through N" is one number; early batches wait in a bounded window), writes it to its journal
+(fsync'd) before acknowledging, and replays the journal into its buffers after a restart
+(hilserl.replay.intake). The actor keeps every batch until acknowledged, resends unacknowledged ones every
+`resend_period` seconds (a partial batch goes out within half of it) or at once when an ack shows a gap,
+and keeps at most `memory_limit` bytes of them in memory, spilling the rest to disk.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,12 +25,18 @@ from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 
 from hilserl.control.episode import Transition
-from hilserl.durable import write_durably  # noqa: F401 - also imported from here
+from hilserl.durable import write_durably
 from hilserl.names import ACK_TOPIC, TRANSITIONS_TOPIC
 from hilserl.nodes.qos import TRANSITIONS as STREAM
 from hilserl.nodes.wire import bytes_to_msg_data
-from hilserl.replay.wire import TransitionsError, ack_message, decode_transitions, encode_transitions
+from hilserl.policies.config import PolicyConfig
+from hilserl.replay.intake import TransitionIntake, safe_name
+from hilserl.replay.wire import TransitionsError, ack_message, encode_transitions, payload_id, read_transitions
 
+RESEND_BURST = 50  # batches resent per half resend period at most
+GAP_RESEND = 32  # batches after a gap resent at once when an ack shows it
+GAP_RESEND_AGE = 0.5  # seconds: a batch sent more recently than this may still be on its way
+ACK_LOG = 10_000  # (seq, first sent, acknowledged) of the newest acknowledged batches, for latency figures
 
 
 class TransitionSender:
@@ -38,6 +47,11 @@ class TransitionSender:
     `spill_dir/<stream>/` before it is sent and deleted once acknowledged; at start-up the batches a
     previous life left there are resent under their old stream, so a killed actor loses nothing it recorded.
     Up to `memory_limit` bytes of unacknowledged batches are also kept in memory for cheap resends.
+
+    An ack that shows a gap (the learner restarted, or missed a batch) has the batches after the gap resent
+    at once instead of at the next resend period. A batch the learner rejects (the rejection names this very
+    payload) is not resent: it moves to `spill_dir/rejected/<stream>/` with a `.reason.txt`, and
+    `last_rejection` holds the reason; `rejecting` stays true until a later batch is stored.
     """
 
     def __init__(self, node: Node, actor_id: str, config_fingerprint: Callable[[], str], spill_dir: Path,
@@ -51,8 +65,14 @@ class TransitionSender:
         self.pending: list[Transition] = []
         # (stream, seq) -> (path on disk, payload kept in memory or None, last sent)
         self.unacked: OrderedDict[tuple[str, int], tuple[Path, bytes | None, float]] = OrderedDict()
+        self.first_sent: dict[tuple[str, int], float] = {}
+        self.ack_delays: deque[tuple[int, float, float]] = deque(maxlen=ACK_LOG)  # (seq, first sent, acked)
         self.in_memory = 0
         self.seq = 0
+        self.rejected_batches = 0
+        self.last_rejection = ""
+        self.rejecting = False  # the newest batch the learner settled was rejected
+        self.last_rejected: tuple[str, int] | None = None
         self.recover_previous_lives()
         self.pub = node.create_publisher(UInt8MultiArray, TRANSITIONS_TOPIC, STREAM)
         node.create_subscription(String, ACK_TOPIC, self.on_ack, STREAM)
@@ -60,16 +80,20 @@ class TransitionSender:
 
     def recover_previous_lives(self) -> None:
         for path in sorted(self.spill_root.glob("*/*.safetensors")):
-            if path.parent == self.spill_dir:
+            if path.parent in (self.spill_dir, self.rejected_root):
                 continue
             try:
-                meta, _ = decode_transitions(path.read_bytes())
+                meta, _ = read_transitions(path.read_bytes())
             except TransitionsError as err:
                 self.node.get_logger().error(f"unreadable batch {path} left by an earlier run: {err}")
                 continue
-            self.unacked[(meta["actor_id"], meta["seq"])] = (path, None, 0.0)
+            self.unacked[(meta["actor_id"], int(meta["seq"]))] = (path, None, 0.0)
         if self.unacked:
             self.node.get_logger().info(f"resending {len(self.unacked)} unacknowledged batches from an earlier run")
+
+    @property
+    def rejected_root(self) -> Path:
+        return self.spill_root / "rejected"
 
     def add(self, transition: Transition) -> None:
         self.pending.append(transition)
@@ -90,32 +114,70 @@ class TransitionSender:
         self.unacked[(self.stream, self.seq)] = (path, payload if keep else None, 0.0)
         self.send((self.stream, self.seq))
 
+    def payload(self, key: tuple[str, int]) -> bytes:
+        path, payload, _ = self.unacked[key]
+        return payload if payload is not None else path.read_bytes()
+
     def send(self, key: tuple[str, int]) -> None:
         path, payload, _ = self.unacked[key]
         msg = UInt8MultiArray()
-        msg.data = bytes_to_msg_data(payload if payload is not None else path.read_bytes())
+        msg.data = bytes_to_msg_data(self.payload(key))
         self.pub.publish(msg)
-        self.unacked[key] = (path, payload, time.monotonic())
+        now = time.monotonic()
+        self.unacked[key] = (path, payload, now)
+        self.first_sent.setdefault(key, now)
 
     def on_ack(self, msg: String) -> None:
         try:
             ack = json.loads(msg.data)
             stream, through = ack["actor_id"], int(ack["stored_through"])
-        except (ValueError, KeyError, TypeError):
+            rejected = ack.get("rejected")
+        except (ValueError, KeyError, TypeError, AttributeError):
             return
+        if isinstance(rejected, int) and (stream, rejected) in self.unacked:
+            self.on_rejection((stream, rejected), str(ack.get("reason", "")), str(ack.get("payload", "")))
+        now = time.monotonic()
         for key in [k for k in self.unacked if k[0] == stream and k[1] <= through]:
-            path, payload, _ = self.unacked.pop(key)
-            path.unlink(missing_ok=True)
-            self.in_memory -= len(payload) if payload is not None else 0
-            if path.parent != self.spill_dir and not any(path.parent.iterdir()):
-                path.parent.rmdir()
+            self.forget(key)
+            if self.last_rejected and key[0] == self.last_rejected[0] and key[1] > self.last_rejected[1]:
+                self.rejecting = False  # a later batch was stored
+            self.ack_delays.append((key[1], self.first_sent.pop(key, now), now))
+        self.resend_gap(stream, through, now)
+
+    def on_rejection(self, key: tuple[str, int], reason: str, refused_payload: str) -> None:
+        """The learner refused a batch. Only if it was this very payload (not a copy corrupted on the way)."""
+        if payload_id(self.payload(key)) != refused_payload:
+            return
+        folder = self.rejected_root / self.unacked[key][0].parent.name
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / self.unacked[key][0].name
+        write_durably(target, self.payload(key))
+        write_durably(target.with_name(target.name + ".reason.txt"), f"{reason}\n".encode())
+        self.forget(key)
+        self.first_sent.pop(key, None)
+        self.rejected_batches += 1
+        self.last_rejection, self.last_rejected, self.rejecting = reason, key, True
+        self.node.get_logger().error(f"the learner rejected transitions batch {key[1]} (kept in {target}): {reason}")
+
+    def forget(self, key: tuple[str, int]) -> None:
+        path, payload, _ = self.unacked.pop(key)
+        path.unlink(missing_ok=True)
+        self.in_memory -= len(payload) if payload is not None else 0
+        if path.parent != self.spill_dir and path.parent.exists() and not any(path.parent.iterdir()):
+            path.parent.rmdir()
+
+    def resend_gap(self, stream: str, through: int, now: float) -> None:
+        """The learner has everything up to `through`: resend what follows that was sent a while ago."""
+        for key in [k for k in self.unacked if k[0] == stream][:GAP_RESEND]:
+            if now - self.unacked[key][2] >= GAP_RESEND_AGE:
+                self.send(key)
 
     def resend(self) -> None:
         self.flush()  # a partial batch waits at most half a resend period
         now = time.monotonic()
-        for key, (_, _, sent) in list(self.unacked.items())[:50]:
-            if now - sent >= self.resend_period:
-                self.send(key)
+        due = [key for key, (_, _, sent) in self.unacked.items() if now - sent >= self.resend_period]
+        for key in due[:RESEND_BURST]:
+            self.send(key)
 
     @property
     def unacked_count(self) -> int:
@@ -123,61 +185,34 @@ class TransitionSender:
 
 
 class TransitionReceiver:
-    """Learner side. `on_batch(actor_id, transitions)` is called exactly once per stored batch, in order."""
+    """Learner side: wires `/transitions` to a `TransitionIntake` and publishes its answers on the ack topic.
 
-    def __init__(self, node: Node, journal_dir: Path, on_batch: Callable[[str, list[Transition]], None],
-                 expected_fingerprint: Callable[[], str]):
-        self.node, self.on_batch, self.expected_fingerprint = node, on_batch, expected_fingerprint
-        self.journal = Path(journal_dir)
-        self.journal.mkdir(parents=True, exist_ok=True)
-        self.stored_through: dict[str, int] = {}
-        self.rejected = 0
-        self.duplicates = 0
-        self.replay_journal()
+    `on_batch(actor_id, transitions)` is called exactly once per stored batch, in order. Nothing a sender puts
+    on the topic escapes the callback: a payload that cannot be stored is answered with a rejection, and any
+    other failure (a full disk) is logged and left unanswered, so its sender resends it.
+    """
+
+    def __init__(self, node: Node, intake: TransitionIntake):
+        self.node, self.intake = node, intake
         self.ack_pub = node.create_publisher(String, ACK_TOPIC, STREAM)
         node.create_subscription(UInt8MultiArray, TRANSITIONS_TOPIC, self.on_message, STREAM)
 
-    def replay_journal(self) -> int:
-        """After a restart: feed every journalled batch back, in order, and resume the ack counters."""
-        count = 0
-        for actor_dir in sorted(p for p in self.journal.iterdir() if p.is_dir()):
-            for path in sorted(actor_dir.glob("*.safetensors")):
-                meta, transitions = decode_transitions(path.read_bytes())
-                if meta["seq"] != self.stored_through.get(meta["actor_id"], 0) + 1:
-                    break
-                self.on_batch(meta["actor_id"], transitions)
-                self.stored_through[meta["actor_id"]] = meta["seq"]
-                count += len(transitions)
-        if count:
-            self.node.get_logger().info(f"journal replayed: {count} transitions from {self.stored_through}")
-        return count
+    @property
+    def stored_through(self) -> dict[str, int]:
+        return self.intake.stored_through
+
+    @property
+    def rejections_by_reason(self) -> dict[str, int]:
+        return dict(self.intake.rejections_by_reason)
 
     def on_message(self, msg: UInt8MultiArray) -> None:
         try:
-            meta, transitions = decode_transitions(msg.data)
-        except TransitionsError as err:
-            self.rejected += 1
-            self.node.get_logger().error(f"transitions batch rejected: {err}", throttle_duration_sec=5.0)
+            answer = self.intake.offer(msg.data)
+        except Exception as err:  # noqa: BLE001 - e.g. the journal's disk is full: no ack, the sender resends
+            self.node.get_logger().error(f"transitions batch not stored: {type(err).__name__}: {err}",
+                                         throttle_duration_sec=5.0)
             return
-        actor, seq = meta["actor_id"], meta["seq"]
-        if meta["config_fingerprint"] != self.expected_fingerprint():
-            self.rejected += 1
-            self.node.get_logger().error(f"transitions from {actor} were recorded with policy config "
-                                         f"{meta['config_fingerprint']}, the learner trains "
-                                         f"{self.expected_fingerprint()}: not stored", throttle_duration_sec=5.0)
-            return
-        through = self.stored_through.get(actor, 0)
-        if seq == through + 1:
-            path = self.journal / safe_name(actor) / f"{seq:012d}.safetensors"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_durably(path, bytes(msg.data))
-            self.on_batch(actor, transitions)
-            self.stored_through[actor] = through = seq
-        elif seq <= through:
-            self.duplicates += 1
-        # Out of order (an earlier batch missing): not stored; the actor resends from the gap.
-        self.ack_pub.publish(String(data=ack_message(actor, through)))
-
-
-def safe_name(actor_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in actor_id.strip("/")) or "actor"
+        if answer.is_rejection:
+            self.node.get_logger().warning(f"transitions batch {answer.rejected} of {answer.stream[:80]!r} "
+                                           f"rejected ({answer.kind}): {answer.reason}", throttle_duration_sec=5.0)
+        self.ack_pub.publish(String(data=ack_message(**answer.fields())))

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hilserl.durable import write_durably
-from hilserl.health import ERROR, OK, WARN, Report
+from hilserl.health import ERROR, OK, REJECTION_WARN_S, WARN, Report
 from hilserl.policies import build_agent
 from hilserl.replay.episode_buffer import GAMMA, N_STEP, MixedSampler, ReplayBuffer
 from hilserl.training.loop import (BATCH_SIZE, CHECKPOINT_EVERY_UPDATES, DEMO_RATIO, PUBLISH_EVERY_SECONDS,
@@ -35,6 +35,7 @@ from hilserl.training.loop import (BATCH_SIZE, CHECKPOINT_EVERY_UPDATES, DEMO_RA
 from hilserl.training.state import find_training_state, load_training_state, save_training_state
 from hilserl.weights.checkpoint import load_agent_weights, read_config_file, save_checkpoint
 from hilserl.policies.device import resolve_device
+from hilserl.replay.intake import TransitionIntake
 from hilserl.weights.codec import encode_weights
 
 BUFFER_CAPACITY = 50_000
@@ -99,6 +100,7 @@ class LearnerCore:
         self.agent = self.load_checkpoint(checkpoint)
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.loop: TrainingLoop | None = None
+        self.intake: TransitionIntake | None = None
         if settings.training:
             if self.state_dir is None:
                 raise ValueError("training needs a state_dir (journal, run.json and training state)")
@@ -123,6 +125,11 @@ class LearnerCore:
         self.loop = TrainingLoop(self.agent, self.sample, s.schedule(), publish=self.publish_weights,
                                  save=self.save_state)
         self.resume()
+        # Every batch is checked against the policy before it is journalled; the journal is replayed here.
+        self.intake = TransitionIntake(self.journal_dir, self.store_batch, lambda: self.agent.config, log=self.log)
+        replayed = self.intake.replay()
+        if replayed:
+            self.log(f"journal replayed: {replayed} transitions from {self.intake.stored_through}")
 
     def resume(self) -> None:
         """A restart on the same state_dir: same run, versions continue upward from the last published."""
@@ -267,8 +274,20 @@ class LearnerCore:
             values["training"] = ("stopped" if self.training_error else self.waiting_for() or "updating")
         values |= {f"buffer/{k}": v for k, v in self.buffer_sizes().items()}
         values |= {f"loss/{k}": v for k, v in self.last_metrics().items()}
+        intake = self.intake
+        if intake is not None:
+            values |= {"transitions_rejected": intake.rejected, "last_transitions_rejection": intake.last_rejection,
+                       "journal_quarantined": len(intake.quarantined)}
+            values |= {f"rejected/{kind}": n for kind, n in sorted(intake.rejections_by_reason.items())}
         if self.training_error:
             return Report(ERROR, f"training stopped: {self.training_error}", values)
+        if intake is not None and intake.quarantined:
+            return Report(ERROR, f"{len(intake.quarantined)} journal entries quarantined (see the quarantine "
+                                 f"folder), last: {intake.quarantined[-1]}", values)
+        if intake is not None and intake.rejected and \
+                time.monotonic() - intake.last_rejection_time < REJECTION_WARN_S:
+            counts = ", ".join(f"{kind} {n}" for kind, n in intake.rejections_by_reason.most_common())
+            return Report(WARN, f"transitions rejected ({counts}); last: {intake.last_rejection}", values)
         if self.weights_version == 0:
             return Report(WARN, "no weights published yet", values)
         return Report(OK, f"weights v{self.weights_version} ({self.last_digest[:12]}) published "

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
-import struct
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,16 +19,10 @@ import torch
 from safetensors.torch import save as safetensors_save
 
 from hilserl.policies.config import PolicyConfig
+from hilserl.safetensors_io import DTYPE_NAMES, DTYPES, MAX_HEADER_BYTES  # noqa: F401  (part of this module's API)
+from hilserl.safetensors_io import read_safetensors as read_strict
 
 FORMAT = "hilserl-weights/1"
-MAX_HEADER_BYTES = 16 << 20
-
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 METADATA_KEYS = ("format", "policy", "config", "config_fingerprint", "weights_version", "learner_step",
                  "run_id", "digest")
 # Optional: present (and > 0) only for a fresh policy, which acts uniformly at random while the learner step
@@ -118,76 +110,9 @@ def encode_weights(tensors: Mapping[str, torch.Tensor], *, config: PolicyConfig,
     return safetensors_save(plain, metadata=meta.to_metadata()), meta
 
 
-def _looks_pickled(head: bytes) -> bool:
-    # Pickle protocol 2-5 opcode, or the zip archive torch.save writes.
-    return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head[:4] == b"PK\x03\x04"
-
-
 def read_safetensors(payload: bytes | bytearray | memoryview) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """Parse safetensors bytes into (metadata, tensors viewing the payload). Raises WeightsError."""
-    buf = memoryview(payload).cast("B")
-    if buf.readonly:  # torch.frombuffer needs a writable buffer; one copy, on the non-ROS paths only
-        buf = memoryview(bytearray(buf))
-    total = len(buf)
-    if _looks_pickled(bytes(buf[:4])):
-        raise WeightsError("payload is a pickle / torch.save archive; hilserl accepts only safetensors "
-                           "weights (no pickle). Publish with hilserl's learner or encode_weights().")
-    if total < 8:
-        raise WeightsError(f"payload is {total} bytes, shorter than the 8-byte safetensors header length; "
-                           "it was truncated or is not a weights message")
-    (header_len,) = struct.unpack("<Q", buf[:8])
-    if header_len > min(total - 8, MAX_HEADER_BYTES):
-        raise WeightsError(f"safetensors header claims {header_len} bytes but the payload holds {total - 8} after "
-                           "the length field: truncated or corrupted payload")
-    try:
-        header = json.loads(bytes(buf[8:8 + header_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WeightsError(f"safetensors header is not valid UTF-8 JSON ({err}): corrupted payload") from err
-    if not isinstance(header, dict):
-        raise WeightsError("safetensors header is not a JSON object: corrupted payload")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise WeightsError("safetensors __metadata__ must map strings to strings")
-
-    data_start = 8 + header_len
-    data_len = total - data_start
-    spans: list[tuple[int, int, str]] = []
-    tensors: dict[str, torch.Tensor] = {}
-    for name, entry in header.items():
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise WeightsError(f"tensor {name!r}: header entry must have exactly dtype, shape, data_offsets")
-        dtype = DTYPES.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
-        if dtype is None:
-            raise WeightsError(f"tensor {name!r}: unsupported dtype {entry['dtype']!r}; allowed {sorted(DTYPES)}")
-        shape, offsets = entry["shape"], entry["data_offsets"]
-        if not isinstance(shape, list) or not all(type(d) is int and 0 <= d < 2**40 for d in shape):
-            raise WeightsError(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
-        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
-                or not 0 <= offsets[0] <= offsets[1] <= data_len):
-            raise WeightsError(f"tensor {name!r}: data_offsets {offsets!r} fall outside the {data_len} data bytes "
-                               "(truncated or corrupted payload)")
-        numel = 1
-        for d in shape:
-            numel *= d
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if offsets[1] - offsets[0] != numel * itemsize:
-            raise WeightsError(f"tensor {name!r}: shape {shape} of {entry['dtype']} needs {numel * itemsize} bytes, "
-                               f"the header gives {offsets[1] - offsets[0]}")
-        spans.append((offsets[0], offsets[1], name))
-        if numel == 0:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-        else:
-            flat = torch.frombuffer(buf, dtype=dtype, count=numel, offset=data_start + offsets[0])
-            tensors[name] = flat.view(shape)
-    spans.sort()
-    cursor = 0
-    for begin, end, name in spans:
-        if begin != cursor:
-            raise WeightsError(f"tensor {name!r}: data overlaps another tensor or leaves a gap at byte {cursor}")
-        cursor = end
-    if cursor != data_len:
-        raise WeightsError(f"payload has {data_len - cursor} bytes after the last tensor: corrupted payload")
-    return metadata, tensors
+    return read_strict(payload, WeightsError)
 
 
 def parse_metadata(metadata: Mapping[str, str]) -> WeightsMeta:
