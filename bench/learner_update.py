@@ -1,7 +1,7 @@
 """Learner update benchmark: updates/s at batch 256, 84x84, 3 stacked frames, on one device.
 
 In one run:
-  plain     DrQ-v2's update written out plainly (hilserl/policies/reference.py: float32, NCHW, bilinear
+  plain     DrQ-v2's update written out plainly (test/drqv2_reference.py: float32, NCHW, bilinear
             grid_sample shift augmentation, every gradient autograd offers), as facebookresearch/drqv2
             structures it
   hilserl   `DrQV2Agent.update` with the default `SpeedSettings` (hilserl/policies/speed.py)
@@ -36,13 +36,14 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "test"))  # the plain reference update lives with the tests
 
 from hilserl.policies.batch import Batch  # noqa: E402
 from hilserl.policies.config import PolicyConfig  # noqa: E402
 from hilserl.policies.device import resolve_device  # noqa: E402
-from hilserl.policies.reference import pair, synthetic_batch  # noqa: E402
 from hilserl.policies.sac import SACAgent  # noqa: E402
 from hilserl.policies.speed import SpeedSettings  # noqa: E402
+from drqv2_reference import pair, synthetic_batch  # noqa: E402
 
 TARGET_RATIO = 5.0
 LOSS_RTOL = 2e-2  # bf16 vs float32, relative, on the first update from identical weights

@@ -1,5 +1,5 @@
 """The learner's fast DrQ-v2 / SAC updates: exact augmentation, losses and gradients against the plain reference
-update (hilserl/policies/reference.py), learning on a tiny task, which weights each loss may touch, acting as
+update (test/drqv2_reference.py), learning on a tiny task, which weights each loss may touch, acting as
 DrQ-v2 acts, and the device choice."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from hilserl.policies import PolicyConfig, build_agent
-from hilserl.policies import reference
+import drqv2_reference as reference
 from hilserl.policies.actor_critic import clamp_straight_through
 from hilserl.policies.augment import random_shift, sample_shifts, shift_images
 from hilserl.policies.batch import Batch

@@ -61,7 +61,7 @@ class DrQV2Agent(nn.Module):
     def update(self, batch: Batch, step: int) -> dict[str, float]:
         batch = batch.to(self.device)
         # Random draws in a fixed order (shifts of obs, of next obs, target noise, actor noise): with the
-        # same seed, the plain update in policies/reference.py sees the same augmentation and noise.
+        # same seed, the plain update in test/drqv2_reference.py sees the same augmentation and noise.
         pixels, next_pixels = shifted_pixels(batch, self.hyper.augment_pad)
         std = parse_schedule(self.config.stddev_schedule, step)
 

@@ -3,7 +3,8 @@
 float32, NCHW, DrQ's bilinear `grid_sample` shift augmentation, every gradient autograd offers, the
 update structured as facebookresearch/drqv2 structures it. The learner never runs this; the benchmark
 (bench/learner_update.py) and the tests (test/test_policies.py) compare `DrQV2Agent.update` with it from
-identical weights, batch, augmentation shifts and noise (same seed).
+identical weights, batch, augmentation shifts and noise (same seed). It lives with the tests, apart from
+the package, so the two implementations stay independent.
 """
 
 from __future__ import annotations
