@@ -70,9 +70,12 @@ class NodeProcess:
 
     def __init__(self, command: str, params: dict[str, object], env: dict[str, str], log_dir: Path,
                  name: str | None = None, extra_args: list[str] | None = None, stdin: int | None = None,
-                 prefix: list[str] | None = None):
+                 prefix: list[str] | None = None, remap: dict[str, str] | None = None):
         # prefix: e.g. ["ip", "netns", "exec", NS] runs the node on another (namespaced) host
+        # remap: e.g. {"__node": "joint_actor"}: a second node of the same kind beside the first
         args = [*(prefix or []), sys.executable, "-m", "hilserl", command, *(extra_args or []), "--ros-args"]
+        for source, target in (remap or {}).items():
+            args += ["-r", f"{source}:={target}"]
         for key, value in params.items():
             args += ["-p", f"{key}:={format_param(value)}"]
         self.name = name or command

@@ -159,14 +159,21 @@ def resolve_checkpoint(args: GraphArgs) -> Path:
         raise GraphError(f"no checkpoint at {path} (expected {config}): {hint}; "
                          "or pass checkpoint:=DIR")
     if args.policy:
-        try:
-            held = json.loads(config.read_text())["policy"]["policy"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise GraphError(f"{config} is not a hilserl checkpoint config: {err}") from err
+        held = checkpoint_policy(config)["policy"]
         if held != args.policy:
             raise GraphError(f"policy:={args.policy} but checkpoint {path} holds a {held} policy: pass "
                              f"policy:={held} or a {args.policy} checkpoint")
     return path.resolve()
+
+
+def checkpoint_policy(config: Path) -> dict:
+    """The policy section of a checkpoint's config.json."""
+    try:
+        policy = json.loads(config.read_text())["policy"]
+        policy["policy"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise GraphError(f"{config} is not a hilserl checkpoint config: {err}") from err
+    return policy
 
 
 def default_run_dir() -> str:
@@ -193,10 +200,13 @@ def build_graph(args: GraphArgs) -> list[NodeSpec]:
                                   {"seed": i, "run_dir": run_dir}, list(per_arm), role="sim"))
     specs.append(NodeSpec(PACKAGE, "learner", "learner", "", [str(config_file("learner.yaml")), *extra],
                           {"checkpoint": str(checkpoint), "run_dir": run_dir} | sim_time, role="learner"))
+    # The actor acts in the checkpoint's action space and refuses weights for any other (older
+    # checkpoints, without the field, are joint_delta).
+    action_space = checkpoint_policy(checkpoint / "config.json").get("action_space", "joint_delta")
     actor_files = [str(config_file("actor.yaml"))] + ([str(config_file("sim.yaml"))] if args.sim else [])
     for i, ns in enumerate(namespaces):
         specs.append(NodeSpec(PACKAGE, "actor", "actor", ns, actor_files + extra,
-                              {"seed": i, "run_dir": run_dir} | sim_time,
+                              {"seed": i, "run_dir": run_dir, "action_space": action_space} | sim_time,
                               list(per_arm), role="actor"))
 
     if args.rviz:
@@ -222,9 +232,9 @@ PUBLISHED_TOPICS: dict[str, tuple[str, ...]] = {
               names.DIAGNOSTICS_TOPIC),
     "sim": (names.JOINT_STATES_TOPIC, names.CAMERA_TOPIC, names.CAMERA_INFO_TOPIC, names.STEP_TOPIC,
             names.SIM_EPISODES_TOPIC, names.MARKERS_TOPIC, names.CLOCK_TOPIC, names.STATUS_TOPIC,
-            names.DIAGNOSTICS_TOPIC),
+            names.DIAGNOSTICS_TOPIC, names.ROBOT_DESCRIPTION_TOPIC),
     "robot_state_publisher": ("/robot_description", "/tf", "/tf_static"),
-    "teleop": (names.TELEOP_TOPIC, names.DIAGNOSTICS_TOPIC),
+    "teleop": (names.TELEOP_TOPIC, names.SPACENAV_TWIST_TOPIC, names.SPACENAV_JOY_TOPIC, names.DIAGNOSTICS_TOPIC),
 }
 
 

@@ -16,6 +16,9 @@ JOINT_STATES_TOPIC = "/joint_states"
 CAMERA_TOPIC = "camera/image_raw"
 CAMERA_INFO_TOPIC = "camera/camera_info"
 TELEOP_TOPIC = "/joy"  # sensor_msgs/Joy from the joy package or `hilserl teleop`
+SPACENAV_TWIST_TOPIC = "/spacenav/twist"  # geometry_msgs/Twist from the spacenav driver (a SpaceMouse)
+SPACENAV_JOY_TOPIC = "/spacenav/joy"  # sensor_msgs/Joy: the SpaceMouse's buttons
+ROBOT_DESCRIPTION_TOPIC = "/robot_description"  # std_msgs/String URDF, latched (robot_state_publisher, the sim)
 CLOCK_TOPIC = "/clock"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 STATUS_TOPIC = "~/status"  # every node: compact JSON, latched
@@ -28,7 +31,8 @@ MARKERS_TOPIC = "sim/markers"
 RESET_SERVICE = "sim/reset"
 
 # Per-arm topics. With several actors each is remapped into the actor's namespace (absolute -> relative).
-PER_ARM_TOPICS = (JOINT_STATES_TOPIC, COMMAND_TOPIC, CLOCK_TOPIC, TELEOP_TOPIC)
+PER_ARM_TOPICS = (JOINT_STATES_TOPIC, COMMAND_TOPIC, CLOCK_TOPIC, TELEOP_TOPIC, SPACENAV_TWIST_TOPIC, SPACENAV_JOY_TOPIC,
+                  ROBOT_DESCRIPTION_TOPIC)
 
 
 def camera_prefix(index: int) -> str:

@@ -6,9 +6,7 @@ from collections.abc import Mapping, Sequence
 
 
 def incompatibility(config, joints: Sequence[str], image_topics: Sequence[str]) -> str | None:
-    """Why a policy config cannot drive this arm (None = it can)."""
-    if config.action_dim != len(joints):
-        return f"policy has {config.action_dim} actions but `joints` names {len(joints)}"
+    """Why a policy config cannot see this arm (None = it can); what its actions need: control/arm_command.py."""
     if config.state_dim not in (0, len(joints)):
         return f"policy reads {config.state_dim} state values; this actor provides {len(joints)} joint positions"
     if config.num_cameras != len(image_topics):

@@ -10,8 +10,11 @@ Topics
   /policy_weights (sub)  std_msgs/UInt8MultiArray, RELIABLE + TRANSIENT_LOCAL + KEEP_LAST 1 (latched)
   image_topics (sub)     sensor_msgs/Image, one per camera
   /joint_states (sub)    sensor_msgs/JointState
-  command_topic (pub)    std_msgs/Float64MultiArray: a forward command controller's joint position targets,
-                         target = clip(q + action * action_scale, joint_lower, joint_upper) in `joints` order
+  command_topic (pub)    std_msgs/Float64MultiArray: a forward command controller's joint position targets in
+                         `joints` order (joint_delta: clip(q + action * action_scale, limits); ee_delta: IK)
+  target_pose_topic (pub) geometry_msgs/PoseStamped: ee_delta with command_interface cartesian_pose, instead
+  robot_description_topic (sub) std_msgs/String URDF, latched (ee_delta, unless the `urdf` file is given)
+  /spacenav/twist, /spacenav/joy (sub) a SpaceMouse: ee_delta interventions (control/teleop_ee.py)
   ~/weights_loaded (pub) std_msgs/String JSON, latched: version, run and the digest computed from the
                          actor's own modules after loading
   ~/status (pub)         std_msgs/String JSON, latched: WAITING / RUNNING / HOLDING and why
@@ -19,6 +22,7 @@ Topics
   episode_topic (sub)    std_msgs/String JSON per sim step (control/steps.py), RELIABLE KEEP_LAST 100
   teleop_topic (sub)     sensor_msgs/Joy: while the dead-man button is held the person's axes replace the
                          policy's action (flagged as an intervention); label buttons end an episode
+How actions become commands, per action space: control/arm_command.py.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from geometry_msgs.msg import PoseStamped, Twist
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState, Joy
@@ -35,7 +40,8 @@ from std_msgs.msg import Bool, Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from hilserl import names
-from hilserl.control.episode import Intervention, TeleopReading, Transition
+from hilserl.control.arm_command import ArmCommander
+from hilserl.control.episode import TeleopReading, Transition
 from hilserl.control.health import HOLDING, RUNNING, WAITING, ActorHealth
 from hilserl.control.rules import EpisodeRules
 from hilserl.control.sensors import incompatibility, observation_problem
@@ -46,7 +52,7 @@ from hilserl.nodes.params import ACTOR_PARAMS as PARAMS
 from hilserl.nodes.params import PER_JOINT_DEFAULTS, declare, per_joint, torch_device
 from hilserl.nodes.qos import COMMANDS, EPISODE_LOG, LATCHED, SENSOR_DATA, STEP_REPORTS, STREAM
 from hilserl.nodes.runtime import run_node
-from hilserl.robot import JOINTS, action_to_targets
+from hilserl.robot import JOINTS
 
 class ActorNode(Node):
     def __init__(self, argv: list[str] | None = None):
@@ -57,8 +63,8 @@ class ActorNode(Node):
         for name, table in PER_JOINT_DEFAULTS.items():  # stored back: `ros2 param get` shows what is used
             p[name] = per_joint(specs[name], p[name], self.joints, dict(zip(JOINTS, table)))
             self.set_parameters([Parameter(name, value=p[name])])
-        self.lower, self.upper = np.array(p["joint_lower"]), np.array(p["joint_upper"])
-        self.action_scale = np.array(p["action_scale"])
+        self.commander = ArmCommander(p, np.array(p["joint_lower"]), np.array(p["joint_upper"]),
+                                      np.array(p["action_scale"]))
         import torch
 
         from hilserl.metrics import metrics_for_node
@@ -67,9 +73,6 @@ class ActorNode(Node):
 
         self.lockstep, self.image_topics = p["lockstep"], p["image_topics"]
         self.generator = torch.Generator().manual_seed(p["seed"])
-        self.intervention = Intervention(axes=p["teleop_axes"], deadman_button=p["deadman_button"],
-                                         success_button=p["success_button"], failure_button=p["failure_button"],
-                                         scale=p["teleop_scale"], timeout=p["teleop_timeout"])
         self.rules = EpisodeRules(self.on_transition, self.finish_episode, p["max_episode_steps"],
                                   warn=self.get_logger().warning)
         self.health_state = ActorHealth(control_hz=p["control_hz"], lockstep=self.lockstep,
@@ -97,6 +100,8 @@ class ActorNode(Node):
         self.uses_reports = bool(p["episode_topic"])
 
         self.command_pub = self.create_publisher(Float64MultiArray, p["command_topic"], COMMANDS)
+        if p["command_interface"] == "cartesian_pose":
+            self.pose_pub = self.create_publisher(PoseStamped, p["target_pose_topic"], COMMANDS)
         self.loaded_pub = self.create_publisher(String, names.WEIGHTS_LOADED_TOPIC, LATCHED)
         self.status_pub = StatusTopic(self)  # latched, publishes on change only
         self.episodes_pub = self.create_publisher(String, names.EPISODES_TOPIC, EPISODE_LOG)
@@ -112,6 +117,10 @@ class ActorNode(Node):
         if self.uses_reports:
             self.create_subscription(String, p["episode_topic"], self.on_step_report, STEP_REPORTS)
         self.create_subscription(Joy, p["teleop_topic"], self.on_joy, SENSOR_DATA)
+        self.create_subscription(Twist, p["spacenav_twist_topic"], self.on_spacenav_twist, SENSOR_DATA)
+        self.create_subscription(Joy, p["spacenav_joy_topic"], self.on_spacenav_joy, SENSOR_DATA)
+        if not p["urdf"]:
+            self.create_subscription(String, p["robot_description_topic"], self.on_robot_description, LATCHED)
         self.reset_client = self.create_client(Trigger, p["reset_service"]) if p["reset_service"] else None
         if not self.lockstep:
             self.create_timer(1.0 / p["control_hz"], self.control_step)
@@ -121,7 +130,7 @@ class ActorNode(Node):
 
     # -- weights -------------------------------------------------------------------------------
     def incompatibility(self, config) -> str | None:
-        return incompatibility(config, self.joints, self.image_topics)
+        return self.commander.problem(config) or incompatibility(config, self.joints, self.image_topics)
 
     def on_weights(self, msg: UInt8MultiArray) -> None:
         from hilserl.policies.observation import FrameStacker
@@ -141,6 +150,7 @@ class ActorNode(Node):
         meta = self.receiver.meta
         if self.stacker is None or self.stacker.config != meta.config:
             self.stacker = FrameStacker(meta.config)
+            self.commander.configure(meta.config)
         loaded = {"weights_version": meta.weights_version, "run_id": meta.run_id, "learner_step": meta.learner_step,
                   "digest": self.receiver.loaded_digest, "config_fingerprint": meta.config_fingerprint,
                   "module_digests": module_digests(self.receiver.policy),
@@ -148,7 +158,8 @@ class ActorNode(Node):
         self.loaded_pub.publish(String(data=json.dumps(loaded)))
         self.get_logger().info(offer.reason)
         if h.state == WAITING:
-            self.set_state(RUNNING, f"weights v{meta.weights_version} loaded")
+            waiting = self.commander.waiting_reason()
+            self.set_state(WAITING if waiting else RUNNING, waiting or f"weights v{meta.weights_version} loaded")
 
     # -- sensors -------------------------------------------------------------------------------
     def on_image(self, topic: str, msg: Image) -> None:
@@ -183,9 +194,24 @@ class ActorNode(Node):
             self.control_step()
 
     def on_joy(self, msg: Joy) -> None:
-        label = self.intervention.update(TeleopReading(time.monotonic(), tuple(msg.axes), tuple(msg.buttons)))
+        teleop = self.commander.teleop  # None until the weights say which action space a person drives in
+        label = teleop.update(TeleopReading(time.monotonic(), tuple(msg.axes), tuple(msg.buttons))) if teleop else None
         if label:
             self.rules.press(label)
+
+    def on_spacenav_twist(self, msg: Twist) -> None:
+        linear, angular = msg.linear, msg.angular
+        problem = self.commander.spacenav_twist(time.monotonic(), (linear.x, linear.y, linear.z),
+                                                (angular.x, angular.y, angular.z))
+        if problem:
+            self.get_logger().error(f"SpaceMouse twist ignored: {problem}", throttle_duration_sec=5.0)
+
+    def on_spacenav_joy(self, msg: Joy) -> None:
+        self.commander.spacenav_buttons(TeleopReading(time.monotonic(), tuple(msg.axes), tuple(msg.buttons)))
+
+    def on_robot_description(self, msg: String) -> None:
+        self.commander.set_urdf(msg.data)
+        self.get_logger().info(f"robot description received ({len(msg.data)} characters)")
 
     def on_transition(self, transition: Transition) -> None:
         self.health_state.transitions += 1
@@ -210,6 +236,10 @@ class ActorNode(Node):
     def control_step(self) -> None:
         if not self.receiver.ready:
             return  # WAITING: nothing is commanded before weights arrive
+        waiting = self.commander.waiting_reason()
+        if waiting:  # an ee_delta arm without its URDF: nothing is commanded either
+            self.set_state(WAITING, waiting)
+            return
         now = time.monotonic()
         problem = observation_problem(now, self.frames, self.image_topics, self.joint_state,
                                       self.params["stale_after"], self.lockstep)
@@ -228,7 +258,7 @@ class ActorNode(Node):
         newest = stacked[-3 * meta.config.num_cameras:]
         if not self.rules.observe(report, newest, q):
             return
-        human = self.intervention.human_action(now)
+        human = self.commander.human_action(now)
         if (human is not None) != self.intervening:
             self.intervening = human is not None
             self.intervention_pub.publish(Bool(data=self.intervening))
@@ -237,11 +267,21 @@ class ActorNode(Node):
         action = human if human is not None else self.receiver.policy.act(
             stacked, joint_state_vector(meta.config, q), deterministic=self.params["deterministic"],
             step=meta.learner_step, generator=self.generator)
-        targets = action_to_targets(q, action, self.action_scale, self.lower, self.upper)
-        self.command_pub.publish(Float64MultiArray(data=targets.tolist()))
+        command = self.commander.command(q, action)
+        if command.joint_targets is not None:
+            self.command_pub.publish(Float64MultiArray(data=command.joint_targets.tolist()))
+        if command.joint_targets is None:  # cartesian_pose: the Cartesian controller does the rest
+            self.publish_pose(*command.pose)
         self.health_state.commands_sent += 1
         self.health_state.control_rate.tick(now)
-        self.rules.acted(newest, q, action, intervention=human is not None)
+        self.rules.acted(newest, q, command.executed, intervention=human is not None)
+
+    def publish_pose(self, position: np.ndarray, quaternion: np.ndarray) -> None:
+        msg = PoseStamped()
+        msg.header.stamp, msg.header.frame_id = self.get_clock().now().to_msg(), self.commander.base_frame
+        (p := msg.pose.position).x, p.y, p.z = (float(v) for v in position)
+        (o := msg.pose.orientation).x, o.y, o.z, o.w = (float(v) for v in quaternion)
+        self.pose_pub.publish(msg)
 
     def finish_episode(self, summary: dict) -> None:
         if self.stacker is not None:
@@ -271,7 +311,7 @@ class ActorNode(Node):
 
     def health(self):
         return self.health_state.report(time.monotonic(), self.receiver.meta, self.receiver.loaded_digest,
-                                        self.intervention.human_action(time.monotonic()) is not None,
+                                        self.commander.human_action(time.monotonic()) is not None,
                                         self.rules.recorder.stats,
                                         self.transition_sender)
 

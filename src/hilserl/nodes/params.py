@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hilserl import names
-from hilserl.robot import ACTION_SCALE, JOINT_LOWER, JOINT_UPPER, JOINTS
+from hilserl.control.teleop_ee import GamepadEeMapping
+from hilserl.kinematics.action_space import ACTION_SPACES
+from hilserl.robot import (ACTION_SCALE, JOINT_LOWER, JOINT_UPPER, JOINTS, ORIENTATION_LOWER, ORIENTATION_REFERENCE,
+                           ORIENTATION_UPPER, TCP_FRAME, TCP_OFFSET, WORKSPACE_LOWER, WORKSPACE_UPPER)
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
 
 KINDS = {"bool": ParameterType.PARAMETER_BOOL, "int": ParameterType.PARAMETER_INTEGER,
@@ -206,6 +209,16 @@ def unique(values: list) -> str | None:
     return f"names must be unique; repeated: {', '.join(repeated)}" if repeated else None
 
 
+def values_count(*counts: int) -> Callable[[list], str | None]:
+    def check(values: list) -> str | None:
+        return None if len(values) in counts else f"allowed: {' or '.join(map(str, counts))} values"
+    return check
+
+
+def actor_action_space(value: str) -> str | None:
+    return None if value in ("", *ACTION_SPACES) else "allowed: '' (the weights'), " + " or ".join(ACTION_SPACES)
+
+
 def device_name(value: str) -> str | None:
     """The spelling only: whether this machine has that device is asked of torch by `torch_device`."""
     kind, _, index = value.partition(":")
@@ -275,6 +288,30 @@ ACTOR_PARAMS = (
     Param("reset_service", "", "std_srvs/Trigger called when a person labels an episode ('' = none).", "str"),
     Param("max_episode_steps", 0, "An episode ends after this many actions (0 = by flags or labels only).",
           "int", low=0),
+    Param("action_space", "", "joint_delta or ee_delta: refuse weights acting in another action space "
+          "('' = the weights' own).", "str", check=actor_action_space),
+    Param("command_interface", "joint_position", "ee_delta only: joint_position = IK to joint targets on "
+          "command_topic; cartesian_pose = the TCP target as PoseStamped on target_pose_topic.", "str",
+          choices=("joint_position", "cartesian_pose")),
+    Param("target_pose_topic", "target_pose", "geometry_msgs/PoseStamped TCP targets (cartesian_pose), "
+          "frame_id = the URDF's root link.", "str", non_empty=True),
+    Param("urdf", "", "ee_delta: the robot's URDF file ('' = read robot_description_topic).", "str",
+          check=existing_file),
+    Param("robot_description_topic", names.ROBOT_DESCRIPTION_TOPIC, "std_msgs/String URDF, latched (as "
+          "robot_state_publisher publishes it).", "str", non_empty=True),
+    Param("tcp_frame", TCP_FRAME, "ee_delta: the URDF link the TCP is fixed to.", "str", non_empty=True),
+    Param("tcp_offset", [0.0, 0.0, TCP_OFFSET], "TCP in tcp_frame: [x, y, z] or [x, y, z, roll, pitch, yaw] "
+          "(m, rad).", "float[]", check=values_count(3, 6)),
+    Param("workspace_lower", list(WORKSPACE_LOWER), "TCP box, lower x, y, z in the base frame (m).", "float[]",
+          check=values_count(3)),
+    Param("workspace_upper", list(WORKSPACE_UPPER), "TCP box, upper x, y, z in the base frame (m).", "float[]",
+          check=values_count(3)),
+    Param("orientation_reference", list(ORIENTATION_REFERENCE), "Roll, pitch, yaw of the TCP orientation the "
+          "limits are measured from (rad, base frame).", "float[]", check=values_count(3)),
+    Param("orientation_lower", list(ORIENTATION_LOWER), "Lower roll, pitch, yaw away from the reference (rad).",
+          "float[]", check=values_count(3)),
+    Param("orientation_upper", list(ORIENTATION_UPPER), "Upper roll, pitch, yaw away from the reference (rad).",
+          "float[]", check=values_count(3)),
     Param("teleop_topic", names.TELEOP_TOPIC, "sensor_msgs/Joy for interventions.", "str", non_empty=True),
     Param("teleop_axes", list(range(len(JOINTS))), "Joy axis per joint (-1 = none).", "int[]", low=-1,
           per_joint=True),
@@ -282,6 +319,26 @@ ACTOR_PARAMS = (
     Param("deadman_button", 0, "Held: the person's axes replace the policy (-1 = none).", "int", low=-1),
     Param("success_button", 1, "Ends the episode as a success (-1 = none).", "int", low=-1),
     Param("failure_button", 2, "Ends the episode as a failure (-1 = none).", "int", low=-1),
+    Param("spacenav_twist_topic", names.SPACENAV_TWIST_TOPIC, "ee_delta: geometry_msgs/Twist of a SpaceMouse "
+          "(spacenav driver); motion beyond teleop_dead_band takes over.", "str", non_empty=True),
+    Param("spacenav_joy_topic", names.SPACENAV_JOY_TOPIC, "ee_delta: sensor_msgs/Joy of the SpaceMouse buttons "
+          "(left closes, right opens the gripper).", "str", non_empty=True),
+    Param("teleop_dead_band", 0.1, "ee_delta: SpaceMouse and stick values within this read as 0.", "float",
+          low=0.0, high=1.0),
+    Param("ee_teleop_axes", list(GamepadEeMapping.axes), "ee_delta gamepad: Joy axis for x, y, z, roll, pitch, "
+          "yaw (-1 = none).", "int[]", low=-1, check=values_count(6)),
+    Param("ee_teleop_signs", list(GamepadEeMapping.signs), "ee_delta gamepad: sign per axis of ee_teleop_axes.",
+          "float[]", check=values_count(6)),
+    Param("ee_deadman_button", GamepadEeMapping.deadman_button, "ee_delta gamepad: held, the sticks drive the "
+          "TCP (-1 = none).", "int", low=-1),
+    Param("ee_close_button", GamepadEeMapping.close_button, "ee_delta gamepad: closes the gripper (-1 = none).",
+          "int", low=-1),
+    Param("ee_open_button", GamepadEeMapping.open_button, "ee_delta gamepad: opens the gripper (-1 = none).",
+          "int", low=-1),
+    Param("ee_success_button", GamepadEeMapping.success_button, "ee_delta gamepad: ends the episode as a "
+          "success (-1 = none).", "int", low=-1),
+    Param("ee_failure_button", GamepadEeMapping.failure_button, "ee_delta gamepad: ends the episode as a "
+          "failure (-1 = none).", "int", low=-1),
     Param("teleop_timeout", 0.5, "Seconds: a silent teleop device hands control back.", "float", low=0.0,
           above=True),
     Param("send_transitions", True, "Stream experience to the learner (acknowledged, resent, spilled).", "bool"),
@@ -310,6 +367,8 @@ SIM_PARAMS = (
     Param("max_episodes", 0, "Stop stepping after this many episodes (0 = run forever).", "int", low=0),
 )
 TELEOP_PARAMS = (
+    Param("mode", "joint", "joint: Joy axes per joint on /joy (a gamepad stand-in); ee: end-effector keys as "
+          "a SpaceMouse's Twist + Joy, labels on /joy.", "str", choices=("joint", "ee")),
     Param("rate", 20.0, "Joy messages per second.", "float", low=0.0, above=True),
     Param("key_hold", 0.25, "Seconds a key press drives its axis, like a held stick.", "float", low=0.0, above=True),
 )

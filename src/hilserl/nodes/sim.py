@@ -15,6 +15,8 @@ It behaves like the hardware an actor drives, so the same actor runs on both:
                                                history (KEEP_LAST 1000)
   /clock (pub)                                 simulated time, for use_sim_time
   sim/reset (srv)                              std_srvs/Trigger: start a new episode now
+  /robot_description (pub, latched)            std_msgs/String: the Panda URDF (Genesis's), as a real arm's
+                                               robot_state_publisher latches it (ee_delta actors' kinematics)
   ~/status (pub, latched)                      compact JSON state
 
 Modes (parameter `lockstep`):
@@ -89,6 +91,11 @@ class SimNode(Node):
                                  LATCHED)
         self.create_subscription(Float64MultiArray, names.COMMAND_TOPIC, self.on_command, STREAM)
         self.create_service(Trigger, names.RESET_SERVICE, self.on_reset)
+        # The arm's URDF, latched as robot_state_publisher does on hardware: an ee_delta actor's kinematics.
+        from hilserl.nodes.robot_description import panda_urdf
+
+        self.description_pub = self.create_publisher(String, names.ROBOT_DESCRIPTION_TOPIC, LATCHED)
+        self.description_pub.publish(String(data=panda_urdf()))
 
         self.episode, self.sim_time = 0, 0.0
         self.refused, self.applied = 0, 0

@@ -24,7 +24,10 @@ class ReplayBuffer:
                  state_size: int | None = None):
         self.config, self.capacity, self.gamma, self.n_step = config, capacity, gamma, n_step
         channels, size = 3 * config.num_cameras, config.image_size
-        state_size = config.action_dim if state_size is None else state_size
+        # The joint positions an actor sends with each transition: the policy's state input when it reads one;
+        # for a pixels-only policy their count is the arm's, known from its first transition (see `add`).
+        if state_size is None:
+            state_size = config.state_dim or (config.action_dim if config.action_space == "joint_delta" else 0)
         self.frames = np.zeros((capacity, channels, size, size), np.uint8)
         self.states = np.zeros((capacity, state_size), np.float32)
         self.actions = np.zeros((capacity, config.action_dim), np.float32)
@@ -47,6 +50,8 @@ class ReplayBuffer:
 
     def add(self, t: Transition, episode_key: int) -> None:
         slot = self.written % self.capacity
+        if self.written == 0 and not self.config.state_dim and self.states.shape[1] != len(t.state):
+            self.states = np.zeros((self.capacity, len(t.state)), np.float32)
         self.final.pop(slot, None)
         self.frames[slot] = t.frames
         self.states[slot] = t.state
