@@ -220,7 +220,8 @@ def main() -> int:
     p = (lambda xs, q: np.percentile(np.array(xs) * 1e3, q) if xs else float("nan"))
     print(f"intake acks: normal p50 {p(normal, 50):.0f} ms p99 {p(normal, 99):.0f} ms; after restart backlog acked "
           f"in {caught_up:.2f} s, p50 {p(after, 50):.0f} ms p99 {p(after, 99):.0f} ms; "
-          f"{len(unacked)} batches unacknowledged at the end")
+          f"{len([f for f in unacked if f < back + args.after])} batches first sent in the measured time unacknowledged "
+          f"at the end ({len(unacked)} counting those still in flight when the senders stopped)")
     return 0
 
 
