@@ -1,5 +1,6 @@
 """The transitions intake without a learner: the validator, injective journal names, sequencing, journal replay
-and quarantine (plain Python), and the actor's handling of a rejection (a real rclpy node, no traffic)."""
+and quarantine (plain Python), the actor's handling of a rejection (a real rclpy node, no traffic), and its
+backlog reaching a learner that appears (two rclpy nodes on one domain)."""
 
 from __future__ import annotations
 
@@ -227,3 +228,32 @@ def test_actor_keeps_a_rejected_batch_aside_stops_resending_it_and_reports_why(r
     # A restarted actor does not resend what was rejected.
     successor = TransitionSender(ros_node, "/actor", lambda: CONFIG.fingerprint(), tmp_path / "spill")
     assert successor.unacked_count == 0
+
+
+def test_batches_sent_before_any_learner_existed_reach_the_learner_when_it_appears(tmp_path):
+    """A learner coming back after a restart is a new reader: the backlog goes to it when it matches, not at the
+    next resend period (here an hour, so only the appearance can have resent them)."""
+    from hilserl.nodes.transitions import TransitionReceiver, TransitionSender
+    from hilserl.replay.intake import TransitionIntake
+    from intake_cases import transitions
+    from rosutil import Probe, unique_domain_id, wait_for
+
+    domain = unique_domain_id()
+    actor = Probe(domain, "actor")
+    learner = None
+    try:
+        sender = TransitionSender(actor.node, "/actor", lambda: CONFIG.fingerprint(), tmp_path / "spill",
+                                  batch_size=3, resend_period=3600.0)
+        for t in transitions(0, 9, CONFIG, ends=False):
+            sender.add(t)  # published to nobody
+        learner = Probe(domain, "learner")
+        stored = []
+        intake = TransitionIntake(tmp_path / "journal", lambda stream, batch: stored.extend(batch), lambda: CONFIG)
+        TransitionReceiver(learner.node, intake)
+        wait_for(lambda: getattr(intake.streams.get(sender.stream), "stored_through", 0) == 3, 60,
+                 "the backlog stored by the learner that appeared")
+        assert len(stored) == 9
+    finally:
+        actor.close()
+        if learner is not None:
+            learner.close()
