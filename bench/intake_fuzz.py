@@ -1,10 +1,10 @@
 """The live-learner intake fuzz at benchmark size: test/test_intake_live.py with many more Hypothesis examples.
 
-Each example sends a fresh stream's valid batches interleaved with malformed payloads (about 2.8 per example
-on average), so the default 4000 examples send more than 10,000 malformed payloads to one learner process.
+Each example sends a fresh stream's valid batches interleaved with malformed payloads (about 2.6 per example
+on average), so the default 4500 examples send more than 10,000 malformed payloads to one learner process.
 It prints the test's summary line: malformed payloads rejected, valid batches stored exactly once.
 
-    .venv/bin/python bench/intake_fuzz.py [--examples 4000]
+    .venv/bin/python bench/intake_fuzz.py [--examples 4500]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=4000)
+    parser.add_argument("--examples", type=int, default=4500)
     parser.add_argument("--answer-timeout", type=float, default=300.0,
                         help="seconds one example's answers may take on a loaded machine before the run fails")
     parser.add_argument("--log", default="", help="the test's whole output goes here as it runs (default: a temp file)")

@@ -33,6 +33,15 @@ def test_a_valid_batch_passes_and_decodes_to_what_was_sent():
     assert meta["actor_id"] == "/actor#1" and back[-1].final_frames is not None and back[1].intervention
 
 
+def test_a_batch_whose_header_length_starts_like_a_pickle_is_read(tmp_path):
+    """A safetensors header of 640/896/1152/1408 bytes begins with the bytes of a pickle opcode (0x80, 2..5)."""
+    payloads = (valid_payload("/actor#" + "a" * n, 1, CONFIG) for n in range(1, 190))
+    payload = next(p for p in payloads if p[0] == 0x80 and 2 <= p[1] <= 5)
+    assert check(payload).seq == 1
+    intake = TransitionIntake(tmp_path, lambda stream, batch: None, lambda: CONFIG)
+    assert not intake.offer(payload).is_rejection
+
+
 @pytest.mark.parametrize("name", sorted(CONTENT_MUTATIONS))
 def test_every_content_mutation_is_refused_by_the_check_it_names(name):
     kind, mutate = CONTENT_MUTATIONS[name]
