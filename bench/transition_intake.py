@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -222,6 +223,10 @@ def main() -> int:
           f"in {caught_up:.2f} s, p50 {p(after, 50):.0f} ms p99 {p(after, 99):.0f} ms; "
           f"{len([f for f in unacked if f < back + args.after])} batches first sent in the measured time unacknowledged "
           f"at the end ({len(unacked)} counting those still in flight when the senders stopped)")
+    if len(results) == ACTORS:
+        shutil.rmtree(work, ignore_errors=True)  # kept, with every process's log, when a sender did not report
+    else:
+        print(f"logs in {work}")
     return 0
 
 

@@ -175,7 +175,7 @@ def test_learner_answers_every_payload_and_stores_exactly_the_valid_ones(live, d
             live.valid[(meta["actor_id"], int(meta["seq"]))] = (meta["digest"], int(meta["count"]))
     live.invalid_sent += len(refused_ids)
     if index % 500 == 0:
-        print(f"live intake fuzz: {index} examples, {live.invalid_sent} malformed payloads answered so far", flush=True)
+        print(f"live intake fuzz: {index} examples drawn, {live.invalid_sent} malformed payloads answered so far", flush=True)
     assert live.procs[-1].alive()
 
 
