@@ -1,5 +1,6 @@
 """The transitions intake without a learner: the validator, injective journal names, sequencing, journal replay
-and quarantine (plain Python), and the actor's handling of a rejection (a real rclpy node, no traffic)."""
+and quarantine (plain Python), the actor's handling of a rejection (a real rclpy node, no traffic), and its
+backlog reaching a learner that appears (two rclpy nodes on one domain)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ def test_a_valid_batch_passes_and_decodes_to_what_was_sent():
     assert check(payload).seq == 4 and check(payload, None).count == 3
     meta, back = decode_transitions(payload, CONFIG)
     assert meta["actor_id"] == "/actor#1" and back[-1].final_frames is not None and back[1].intervention
+
+
+def test_a_batch_whose_header_length_starts_like_a_pickle_is_read(tmp_path):
+    """A safetensors header of 640/896/1152/1408 bytes begins with the bytes of a pickle opcode (0x80, 2..5)."""
+    payloads = (valid_payload("/actor#" + "a" * n, 1, CONFIG) for n in range(1, 190))
+    payload = next(p for p in payloads if p[0] == 0x80 and 2 <= p[1] <= 5)
+    assert check(payload).seq == 1
+    intake = TransitionIntake(tmp_path, lambda stream, batch: None, lambda: CONFIG)
+    assert not intake.offer(payload).is_rejection
 
 
 @pytest.mark.parametrize("name", sorted(CONTENT_MUTATIONS))
@@ -227,3 +237,32 @@ def test_actor_keeps_a_rejected_batch_aside_stops_resending_it_and_reports_why(r
     # A restarted actor does not resend what was rejected.
     successor = TransitionSender(ros_node, "/actor", lambda: CONFIG.fingerprint(), tmp_path / "spill")
     assert successor.unacked_count == 0
+
+
+def test_batches_sent_before_any_learner_existed_reach_the_learner_when_it_appears(tmp_path):
+    """A learner coming back after a restart is a new reader: the backlog goes to it when it matches, not at the
+    next resend period (here an hour, so only the appearance can have resent them)."""
+    from hilserl.nodes.transitions import TransitionReceiver, TransitionSender
+    from hilserl.replay.intake import TransitionIntake
+    from intake_cases import transitions
+    from rosutil import Probe, unique_domain_id, wait_for
+
+    domain = unique_domain_id()
+    actor = Probe(domain, "actor")
+    learner = None
+    try:
+        sender = TransitionSender(actor.node, "/actor", lambda: CONFIG.fingerprint(), tmp_path / "spill",
+                                  batch_size=3, resend_period=3600.0)
+        for t in transitions(0, 9, CONFIG, ends=False):
+            sender.add(t)  # published to nobody
+        learner = Probe(domain, "learner")
+        stored = []
+        intake = TransitionIntake(tmp_path / "journal", lambda stream, batch: stored.extend(batch), lambda: CONFIG)
+        TransitionReceiver(learner.node, intake)
+        wait_for(lambda: getattr(intake.streams.get(sender.stream), "stored_through", 0) == 3, 60,
+                 "the backlog stored by the learner that appeared")
+        assert len(stored) == 9
+    finally:
+        actor.close()
+        if learner is not None:
+            learner.close()

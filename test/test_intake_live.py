@@ -28,7 +28,9 @@ from test_diagnostics import Monitor
 
 STARTUP = 90.0
 EXAMPLES = int(os.environ.get("HILSERL_INTAKE_FUZZ_EXAMPLES", "60"))  # ~300 payloads
-ANSWER_TIMEOUT = 30.0
+# Seconds one example's answers may take. The benchmark-sized run shares a loaded machine for many minutes
+# and sets a longer one: a pause there is not a lost answer (a lost answer still times out).
+ANSWER_TIMEOUT = float(os.environ.get("HILSERL_INTAKE_FUZZ_ANSWER_TIMEOUT", "30"))
 
 
 class LiveLearner:
@@ -54,6 +56,7 @@ class LiveLearner:
         self.status = self.probe.subscribe(String, "/learner/status", latched)
         self.acks = self.probe.subscribe(String, ACK_TOPIC, QoSProfile(
             reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_ALL))
+        self.parsed_acks: list[dict] = []
         self.monitor = Monitor(self.probe)
         self.pub = self.probe.node.create_publisher(UInt8MultiArray, TRANSITIONS_TOPIC, STREAM)
         self.msg_type = UInt8MultiArray
@@ -72,7 +75,10 @@ class LiveLearner:
                  and self.probe.node.count_publishers("/transitions_ack") > 0, STARTUP, "the learner", self.procs)
 
     def latest_status(self) -> dict:
-        return json.loads(self.status[-1][1].data) if self.status else {}
+        with self.probe.lock:
+            del self.status[:-1]  # only the newest counts; a long run's statuses (every stream's progress) add up
+            data = self.status[-1][1].data if self.status else ""
+        return json.loads(data) if data else {}
 
     def send(self, payload: bytes) -> None:
         from hilserl.nodes.wire import bytes_to_msg_data
@@ -82,7 +88,12 @@ class LiveLearner:
         self.pub.publish(msg)
 
     def answers(self) -> list[dict]:
-        return self.probe.json_messages("/transitions_ack")
+        """Every answer so far. Each is parsed once: re-parsing them all on every poll (under the probe's lock,
+        which its spin thread needs to take the next ack) grows with the run and starves a long one."""
+        with self.probe.lock:
+            fresh = self.acks[len(self.parsed_acks):]
+        self.parsed_acks += [json.loads(msg.data) for _, msg in fresh]
+        return self.parsed_acks
 
     def close(self) -> None:
         for p in self.procs:
@@ -163,6 +174,8 @@ def test_learner_answers_every_payload_and_stores_exactly_the_valid_ones(live, d
             meta = read_transitions(payload)[0]
             live.valid[(meta["actor_id"], int(meta["seq"]))] = (meta["digest"], int(meta["count"]))
     live.invalid_sent += len(refused_ids)
+    if index % 500 == 0:
+        print(f"live intake fuzz: {index} examples drawn, {live.invalid_sent} malformed payloads answered so far", flush=True)
     assert live.procs[-1].alive()
 
 
@@ -180,7 +193,8 @@ def test_the_journal_and_the_buffers_hold_exactly_the_valid_batches(live):
                       f"the learner's status to count {expected} stored transitions", live.procs)
     assert journalled(live.state_dir) == live.valid
     print(f"live intake fuzz: {live.invalid_sent} malformed payloads rejected, {len(live.valid)} valid batches "
-          f"({expected} transitions) stored once; learner stored_through has {len(status['stored_through'])} streams")
+          f"({expected} transitions) stored once; learner stored_through has {len(status['stored_through'])} streams; "
+          f"the learner process stayed up: {live.procs[-1].alive()}")
     learner = live.monitor.wait("learner", lambda s: "transitions_rejected" in s["values"], "learner diagnostics",
                                 live.procs)
     assert int(learner["values"]["transitions_rejected"]) >= live.invalid_sent

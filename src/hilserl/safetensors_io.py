@@ -28,8 +28,13 @@ class SafetensorsError(ValueError):
 
 
 def looks_pickled(head: bytes) -> bool:
-    # Pickle protocol 2-5 opcode, or the zip archive torch.save writes.
-    return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head[:4] == b"PK\x03\x04"
+    """The zip archive torch.save writes, or a pickle protocol 2-5 opcode that is not a safetensors header length.
+
+    `head` = the first 9 bytes. A safetensors header of 640, 896, 1152 or 1408 bytes begins with the same two
+    bytes as a pickle (0x80, 2..5); its JSON header starts at byte 8, which tells them apart.
+    """
+    pickled = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and head[8:9] != b"{"
+    return pickled or head[:4] == b"PK\x03\x04"
 
 
 def read_safetensors(payload: bytes | bytearray | memoryview, error: type[Exception] = SafetensorsError
@@ -39,7 +44,7 @@ def read_safetensors(payload: bytes | bytearray | memoryview, error: type[Except
     if buf.readonly:  # torch.frombuffer needs a writable buffer; one copy, on the non-ROS paths only
         buf = memoryview(bytearray(buf))
     total = len(buf)
-    if looks_pickled(bytes(buf[:4])):
+    if looks_pickled(bytes(buf[:9])):
         raise error("payload is a pickle / torch.save archive; hilserl accepts only safetensors payloads "
                     "(no pickle). Publish with hilserl's learner or actor, or its encode functions.")
     if total < 8:

@@ -8,8 +8,9 @@ The learner checks a batch completely, then stores batch `seq` of a stream right
 "settled through N" is one number; early batches wait in a bounded window), writes it to its journal
 (fsync'd) before acknowledging, and replays the journal into its buffers after a restart
 (hilserl.replay.intake). The actor keeps every batch until acknowledged, resends unacknowledged ones every
-`resend_period` seconds (a partial batch goes out within half of it) or at once when an ack shows a gap,
-and keeps at most `memory_limit` bytes of them in memory, spilling the rest to disk.
+`resend_period` seconds (a partial batch goes out within half of it), at once when an ack shows a gap or a
+learner appears on either topic, and keeps at most `memory_limit` bytes of them in memory, spilling the rest
+to disk.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.node import Node
 from std_msgs.msg import String, UInt8MultiArray
 
@@ -49,7 +51,8 @@ class TransitionSender:
     Up to `memory_limit` bytes of unacknowledged batches are also kept in memory for cheap resends.
 
     An ack that shows a gap (the learner restarted, or missed a batch) has the batches after the gap resent
-    at once instead of at the next resend period. A batch the learner rejects (the rejection names this very
+    at once instead of at the next resend period, and so is the whole backlog (up to `RESEND_BURST` batches)
+    when a learner appears on `/transitions` or `/transitions_ack`. A batch the learner rejects (the rejection names this very
     payload) is not resent: it moves to `spill_dir/rejected/<stream>/` with a `.reason.txt`, and
     `last_rejection` holds the reason; `rejecting` stays true until a later batch is stored.
     """
@@ -74,8 +77,11 @@ class TransitionSender:
         self.rejecting = False  # the newest batch the learner settled was rejected
         self.last_rejected: tuple[str, int] | None = None
         self.recover_previous_lives()
-        self.pub = node.create_publisher(UInt8MultiArray, TRANSITIONS_TOPIC, STREAM)
-        node.create_subscription(String, ACK_TOPIC, self.on_ack, STREAM)
+        # A learner (re)appearing on either topic has the backlog resent at once, not at the next resend period.
+        self.pub = node.create_publisher(UInt8MultiArray, TRANSITIONS_TOPIC, STREAM,
+                                         event_callbacks=PublisherEventCallbacks(matched=self.on_matched))
+        node.create_subscription(String, ACK_TOPIC, self.on_ack, STREAM,
+                                 event_callbacks=SubscriptionEventCallbacks(matched=self.on_matched))
         node.create_timer(resend_period / 2, self.resend)
 
     def recover_previous_lives(self) -> None:
@@ -165,6 +171,16 @@ class TransitionSender:
         self.in_memory -= len(payload) if payload is not None else 0
         if path.parent != self.spill_dir and path.parent.exists() and not any(path.parent.iterdir()):
             path.parent.rmdir()
+
+    def on_matched(self, info) -> None:
+        """A reader of our batches or a writer of acks appeared (a learner came back): resend the backlog now.
+
+        Batches published before the match went nowhere (the topic is volatile). Both topics match within a
+        moment of each other, so the backlog may go out twice; the learner answers a resend as a duplicate.
+        """
+        if info.current_count_change > 0:
+            for key in list(self.unacked)[:RESEND_BURST]:
+                self.send(key)
 
     def resend_gap(self, stream: str, through: int, now: float) -> None:
         """The learner has everything up to `through`: resend what follows that was sent a while ago."""
