@@ -44,15 +44,27 @@ def _frames(c: PolicyConfig) -> tuple[int, ...]:
     return (3 * c.num_cameras, c.image_size, c.image_size)  # the newest frame of each camera
 
 
+ANY_WIDTH = -1  # a row width the config does not fix (checked for consistency and MAX_JOINTS instead)
+MAX_JOINTS = 64
+
+
+def _actions(c: PolicyConfig) -> tuple[int, ...]:
+    return (c.action_dim,)
+
+
 def _joints(c: PolicyConfig) -> tuple[int, ...]:
-    return (c.action_dim,)  # joint positions and actions: one value per commanded joint
+    """Joint positions, one value per commanded joint: the policy's state input when it reads one, else as many
+    as a joint-delta policy has actions; a pixels-only end-effector policy does not fix the arm's joint count."""
+    if c.state_dim:
+        return (c.state_dim,)
+    return (c.action_dim,) if c.action_space == "joint_delta" else (ANY_WIDTH,)
 
 
 # One row per transition. A new per-step Transition attribute is one line here (`flags` packs the booleans).
 STEP_FIELDS: dict[str, Field] = {
     "frames": Field(torch.uint8, _frames),
     "state": Field(torch.float32, _joints),
-    "action": Field(torch.float32, _joints),
+    "action": Field(torch.float32, _actions),
     "reward": Field(torch.float32, lambda c: ()),
     "flags": Field(torch.uint8, lambda c: (len(FLAGS),)),
     "episode": Field(torch.int64, lambda c: ()),
@@ -209,9 +221,13 @@ def validate(meta: dict[str, str], tensors: dict[str, torch.Tensor], config: Pol
     if wrong:
         raise TransitionsError(f"transitions tensors have wrong dtypes {wrong}", kind="dtype")
     config = config or _declared_config(tensors)
+    joints = tensors["state"].shape[-1] if tensors["state"].dim() == 2 else 0  # fills an ANY_WIDTH
+    if not 1 <= joints <= MAX_JOINTS:
+        raise TransitionsError(f"transitions state has shape {list(tensors['state'].shape)}: one row of 1 to "
+                               f"{MAX_JOINTS} joint positions per transition", kind="shape")
     for name, f in FIELDS.items():
         rows = batch.count if name in STEP_FIELDS else tensors["final_index"].shape[0]
-        expected = (rows, *f.row_shape(config))
+        expected = (rows, *(joints if width == ANY_WIDTH else width for width in f.row_shape(config)))
         if tuple(tensors[name].shape) != expected:
             raise TransitionsError(f"transitions {name} has shape {list(tensors[name].shape)}, the policy needs "
                                    f"{list(expected)}", kind="shape")
@@ -233,13 +249,13 @@ def validate(meta: dict[str, str], tensors: dict[str, torch.Tensor], config: Pol
 
 def _declared_config(tensors: dict[str, torch.Tensor]) -> PolicyConfig:
     """The frame size and joint count a batch declares itself, as a config to check its tensors against."""
-    frames, action = tensors["frames"].shape, tensors["action"].shape
+    frames, action, state = tensors["frames"].shape, tensors["action"].shape, tensors["state"].shape
     try:
-        if len(frames) != 4 or len(action) != 2 or frames[1] % 3 or frames[2] != frames[3]:
-            raise ValueError(f"frames {list(frames)}, action {list(action)}")
-        return PolicyConfig(image_size=frames[2], num_cameras=frames[1] // 3, action_dim=action[1])
+        if len(frames) != 4 or len(action) != 2 or len(state) != 2 or frames[1] % 3 or frames[2] != frames[3]:
+            raise ValueError(f"frames {list(frames)}, action {list(action)}, state {list(state)}")
+        return PolicyConfig(image_size=frames[2], num_cameras=frames[1] // 3, action_dim=action[1], state_dim=state[1])
     except ValueError as err:
-        raise TransitionsError(f"transitions frames must be [N, 3*cameras, P, P] and action [N, A]: {err}",
+        raise TransitionsError(f"transitions frames must be [N, 3*cameras, P, P], action [N, A], state [N, S]: {err}",
                                kind="shape") from err
 
 
