@@ -296,7 +296,7 @@ class ActorNode(Node):
         self.command_pub.publish(Float64MultiArray(data=targets.tolist()))
         self.commands_sent += 1
         self.control_rate.tick(now)
-        self.recorder.acted(newest, q, action, intervention=human is not None)
+        self.recorder.acted(newest, q, action, intervention=human is not None, weights_version=meta.weights_version)
 
     def record_outcome(self, newest: np.ndarray, q: np.ndarray) -> bool:
         """Close the previous action's transition with what followed; True when the episode ended here."""

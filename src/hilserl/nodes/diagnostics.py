@@ -248,9 +248,14 @@ def learner_report(node) -> Report:
     values |= {f"buffer/{k}": v for k, v in ((buffers() if callable(buffers) else buffers) or {}).items()}
     losses = loop.counters.last_metrics if loop else getattr(node, "losses", None)
     values |= {f"loss/{k}": v for k, v in (losses or {}).items()}
+    guard = getattr(node, "guard", None)  # hilserl.training.guard.PublishGuard, when guarded publishing is on
+    if guard is not None:
+        values |= guard.report()
     error = getattr(node, "training_error", "")
     if error:
         return Report(ERROR, f"training stopped: {error}", values)
+    if getattr(node, "guard_warning", ""):
+        return Report(WARN, f"weights v{node.weights_version} republished: {node.guard_warning}", values)
     if node.weights_version == 0:
         return Report(WARN, "no weights published yet", values)
     return Report(OK, f"weights v{node.weights_version} ({node.last_digest[:12]}) published "

@@ -15,6 +15,12 @@ Parameters
       actors' `/transitions` (see nodes/transitions.py); a restart on the same state_dir resumes the run.
       Each save also writes STATE_DIR/checkpoint/, an ordinary checkpoint of the trained agent: `infer` runs
       it, and a new learner can start from it.
+  Protecting a pretrained policy: load_demos (bool, true): CHECKPOINT/demos.safetensors, when present, fills
+      the demonstration buffer at start; actor_warmup_updates: critic-only updates first (and again after a
+      rollback); bc_weight: behaviour cloning on demonstration/intervention rows; encoder_lr_scale: the
+      encoder's learning rate relative to the rest. guard (bool, true) with guard_min_episodes, guard_window,
+      guard_margin, guard_alpha: republish the best version when a newer one is clearly worse
+      (training/guard.py).
 """
 
 from __future__ import annotations
@@ -40,10 +46,15 @@ from hilserl.robot import WEIGHTS_TOPIC
 from hilserl.weights.checkpoint import load_agent_weights, read_config_file, save_checkpoint
 from hilserl.weights.codec import WeightsError, encode_weights
 from hilserl.nodes.transitions import TransitionReceiver, write_durably
+from hilserl.replay.demos import DEMOS_FILE, read_demos
 from hilserl.replay.episode_buffer import GAMMA, N_STEP, MixedSampler, ReplayBuffer
-from hilserl.training.loop import (BATCH_SIZE, CHECKPOINT_EVERY_UPDATES, DEMO_RATIO, UTD_RATIO, WARMUP_TRANSITIONS,
-                                   TrainingLoop, TrainSchedule, set_torch_threads)
-from hilserl.training.state import find_training_state, load_training_state, save_training_state
+from hilserl.training import guard as guard_defaults
+from hilserl.training.loop import (ACTOR_WARMUP_UPDATES, BATCH_SIZE, BC_WEIGHT, CHECKPOINT_EVERY_UPDATES, DEMO_RATIO,
+                                   ENCODER_LR_SCALE, UTD_RATIO, WARMUP_TRANSITIONS, TrainingLoop, TrainSchedule,
+                                   scale_learning_rate, set_torch_threads)
+from hilserl.training.guard import EpisodeVersions, PublishGuard
+from hilserl.training.state import (find_training_state, load_training_state, restore_agent, save_training_state,
+                                    snapshot_agent)
 
 LATCHED = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      history=HistoryPolicy.KEEP_LAST, depth=1)
@@ -67,6 +78,15 @@ class LearnerNode(Node):
         self.declare_parameter("gamma", GAMMA)
         self.declare_parameter("n_step", N_STEP)
         self.declare_parameter("torch_threads", 0)
+        self.declare_parameter("load_demos", True)
+        self.declare_parameter("actor_warmup_updates", ACTOR_WARMUP_UPDATES)
+        self.declare_parameter("bc_weight", BC_WEIGHT)
+        self.declare_parameter("encoder_lr_scale", ENCODER_LR_SCALE)
+        self.declare_parameter("guard", True)
+        self.declare_parameter("guard_min_episodes", guard_defaults.MIN_EPISODES)
+        self.declare_parameter("guard_window", guard_defaults.WINDOW)
+        self.declare_parameter("guard_margin", guard_defaults.MARGIN)
+        self.declare_parameter("guard_alpha", guard_defaults.ALPHA)
         checkpoint = self.get_parameter("checkpoint").value
         if not checkpoint:
             raise SystemExit("learner: parameter 'checkpoint' is required "
@@ -82,6 +102,7 @@ class LearnerNode(Node):
         self.agent = self.load_checkpoint(checkpoint)
         self.training_error = ""
         self.loop = None
+        self.guard, self.guard_warning = None, ""
         self.resumed = False
         if self.get_parameter("training").value:
             self.setup_training()
@@ -115,12 +136,20 @@ class LearnerNode(Node):
         self.online = ReplayBuffer(config, capacity, get("gamma"), get("n_step"))
         self.demos = ReplayBuffer(config, capacity, get("gamma"), get("n_step"))  # interventions
         self.sampler = MixedSampler(self.online, self.demos, get("demo_ratio"))
+        if get("load_demos"):
+            self.load_demos(Path(self.get_parameter("checkpoint").value) / DEMOS_FILE)
+        scale_learning_rate(self.agent.encoder_opt, get("encoder_lr_scale"))
+        if get("guard"):
+            self.guard = PublishGuard(min_episodes=get("guard_min_episodes"), window=get("guard_window"),
+                                      margin=get("guard_margin"), alpha=get("guard_alpha"))
+            self.episode_versions = EpisodeVersions(self.guard)
         self.episode_keys: dict[tuple[str, int], int] = {}
         schedule = TrainSchedule(batch_size=get("batch_size"), utd_ratio=get("utd_ratio"),
                                  warmup_transitions=get("warmup_transitions"),
                                  publish_every_updates=get("publish_every_updates"),
                                  publish_every_seconds=get("publish_every_seconds"),
-                                 checkpoint_every_updates=get("checkpoint_every_updates"))
+                                 checkpoint_every_updates=get("checkpoint_every_updates"),
+                                 actor_warmup_updates=get("actor_warmup_updates"), bc_weight=get("bc_weight"))
         self.loop = TrainingLoop(self.agent, self.sample, schedule, publish=self.publish_weights, save=self.save_state)
         run_file = self.state_dir / "run.json"
         self.resumed = run_file.is_file()
@@ -138,8 +167,21 @@ class LearnerNode(Node):
                                            lambda: self.agent.config.fingerprint())
         self.buffer_sizes = {"online": len(self.online), "interventions": len(self.demos)}
 
+    def load_demos(self, path: Path) -> None:
+        """The checkpoint's demonstrations go to the demonstration buffer: RLPD mixes them in from the start."""
+        if not path.is_file():
+            self.get_logger().info(f"no demonstrations at {path}: the demonstration buffer starts empty")
+            return
+        transitions = read_demos(path, self.agent.config)
+        for t in transitions:
+            self.demos.add(t, -1 - t.episode)  # negative keys: never an actor's episode
+        self.get_logger().info(f"loaded {len(transitions)} demonstration transitions "
+                               f"({len({t.episode for t in transitions})} episodes) from {path}")
+
     def store_batch(self, actor_id: str, transitions: list) -> None:
         with self.buffer_lock:
+            if self.guard is not None:
+                self.episode_versions.add(actor_id, transitions)
             for t in transitions:
                 key = self.episode_keys.setdefault((actor_id, t.episode), len(self.episode_keys))
                 self.online.add(t, key)
@@ -157,6 +199,7 @@ class LearnerNode(Node):
         while not self.stop_training.is_set():
             try:
                 with self.lock:
+                    self.apply_guard()
                     done = self.loop.train_some(len(self.online), max_updates=1)
                     self.learner_step = self.loop.counters.learner_step
             except ValueError as err:  # e.g. no complete n-step window yet
@@ -170,6 +213,22 @@ class LearnerNode(Node):
                     self.metrics.log(self.learner_step, {f"train/{k}": v for k, v in self.loop.counters.last_metrics.items()})
             else:
                 self.stop_training.wait(0.05)
+
+    def apply_guard(self) -> None:
+        """When the guard finds the newest versions clearly worse than the best one: training goes back to the
+        best version's state (all networks: the encoder and critic are a pair with the actor), the actor waits
+        for the critic again, and the best tensors go out under a new version number."""
+        if self.guard is None:
+            return
+        with self.buffer_lock:
+            rollback = self.guard.check()
+        if rollback is None:
+            return
+        restore_agent(self.agent, rollback.snapshot)
+        self.loop.hold_actor()
+        self.guard_warning = rollback.reason
+        self.get_logger().warning(f"guard: {rollback.reason}; republishing v{rollback.best_version}'s weights")
+        self.publish_weights(reason=f"rollback to v{rollback.best_version}", copy_of=rollback.best_version)
 
     def save_state(self) -> None:
         with self.lock:
@@ -195,10 +254,15 @@ class LearnerNode(Node):
         self.get_logger().info(f"loaded {config.policy} checkpoint {checkpoint} (config {config.fingerprint()})")
         return agent
 
-    def publish_weights(self, reason: str) -> None:
-        """The one publish path: start-up, checkpoint swap and training all come through here."""
+    def publish_weights(self, reason: str, copy_of: int | None = None) -> None:
+        """The one publish path: start-up, checkpoint swap, training and guard rollbacks all come through here."""
         with self.lock:
             self.weights_version += 1
+            if self.guard is not None:
+                snapshot = None if copy_of is not None else snapshot_agent(self.agent)
+                with self.buffer_lock:
+                    self.guard.published(self.weights_version, snapshot, copy_of=copy_of)
+                self.guard_warning = self.guard_warning if copy_of is not None else ""
             payload, meta = encode_weights(self.agent.inference.state_dict(), config=self.agent.config,
                                            weights_version=self.weights_version,
                                            learner_step=self.learner_step, run_id=self.run_id)

@@ -83,6 +83,18 @@ def head_inputs(policy: InferencePolicy, pixels: torch.Tensor, state: torch.Tens
     return features, policy.state_norm(state.float())
 
 
+def behaviour_cloning_loss(policy: InferencePolicy, features: torch.Tensor, state: torch.Tensor | None,
+                           batch: Batch, speed: SpeedSettings) -> torch.Tensor:
+    """BC = mean over the batch's demonstration rows of ||tanh(mu(s)) - a||^2 / A: the deterministic action
+    pulled towards what a demonstrator or a person did. Zero (no forward pass) without such rows."""
+    rows = batch.demo
+    if rows is None or not bool(rows.any()):
+        return features.new_zeros((), dtype=torch.float32)
+    with speed.autocast():
+        mu, _ = policy.actor(features[rows], None if state is None else state[rows])
+    return F.mse_loss(torch.tanh(mu.float()), batch.action[rows])
+
+
 def twin_critics(config: PolicyConfig, repr_dim: int) -> tuple[Critic, Critic]:
     """A critic and its target network, equal at the start; the target learns only by soft updates."""
     critic, target = Critic(config, repr_dim), Critic(config, repr_dim)
@@ -111,7 +123,9 @@ class DrQV2Agent(nn.Module):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"encoder": self.encoder_opt, "actor": self.actor_opt, "critic": self.critic_opt}
 
-    def update(self, batch: Batch, step: int) -> dict[str, float]:
+    def update(self, batch: Batch, step: int, update_actor: bool = True, bc_weight: float = 0.0) -> dict[str, float]:
+        """One DrQ-v2 update. `update_actor=False`: the critic (and encoder) only, e.g. while a pretrained
+        actor waits for the critic to learn. `bc_weight`: adds bc_weight * behaviour_cloning_loss to the actor's."""
         # Random draws in a fixed order (shifts of obs, of next obs, target noise, actor noise): with the
         # same seed, the plain update in bench/learner_update.py sees the same augmentation and noise.
         pixels, next_pixels = shifted_pixels(batch, self.hyper.augment_pad)
@@ -127,22 +141,21 @@ class DrQV2Agent(nn.Module):
         self.critic_opt.step()
         self.encoder_opt.step()
 
-        # The actor learns through detached features: the encoder is shaped by the critic alone. The
-        # (just updated) critic is only read, so its weights get no gradient and its trunk no backward.
-        with read_only(self.critic):
-            actor_loss = self._actor_loss(features.detach(), state, self._noise(batch.action, std))
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-        self.actor_opt.step()
+        metrics = {"critic_loss": critic_loss.item(), "q": q1.mean().item(), "target_q": target_q.mean().item(),
+                   "stddev": std}
+        if update_actor:
+            # The actor learns through detached features: the encoder is shaped by the critic alone. The
+            # (just updated) critic is only read, so its weights get no gradient and its trunk no backward.
+            with read_only(self.critic):
+                actor_loss = self._actor_loss(features.detach(), state, self._noise(batch.action, std))
+                bc_loss = behaviour_cloning_loss(self.inference, features.detach(), state, batch, self.speed)
+                self.actor_opt.zero_grad(set_to_none=True)
+                (actor_loss + bc_weight * bc_loss).backward()
+            self.actor_opt.step()
+            metrics |= {"actor_loss": actor_loss.item(), "bc_loss": bc_loss.item()}
 
         soft_update(self.critic_target, self.critic, self.hyper.critic_target_tau)
-        return {
-            "critic_loss": critic_loss.item(),
-            "actor_loss": actor_loss.item(),
-            "q": q1.mean().item(),
-            "target_q": target_q.mean().item(),
-            "stddev": std,
-        }
+        return metrics
 
     def _noise(self, like: torch.Tensor, std: float) -> torch.Tensor:
         """DrQ-v2's clipped exploration noise, drawn outside the (possibly compiled) phases below."""

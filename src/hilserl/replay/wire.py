@@ -1,7 +1,8 @@
 """A batch of transitions on the wire: safetensors bytes (no pickle), with actor id and sequence number.
 
 Tensors: frames [N, C, P, P] uint8, state [N, S] f32, action [N, A] f32, reward [N] f32, flags [N, 4] uint8
-(terminated, truncated, intervention, success), episode [N] i64, step [N] i64, and for transitions that
+(terminated, truncated, intervention, success), episode [N] i64, step [N] i64, weights_version [N] i64 (the
+weights that chose each action; optional on reading, 0 when absent), and for transitions that
 ended an episode final_index [M] i64 + final_frames [M, C, P, P] uint8 + final_state [M, S] f32.
 """
 
@@ -37,6 +38,7 @@ def encode_transitions(transitions: list[Transition], *, actor_id: str, seq: int
                               dtype=torch.uint8),
         "episode": torch.tensor([t.episode for t in transitions], dtype=torch.int64),
         "step": torch.tensor([t.step for t in transitions], dtype=torch.int64),
+        "weights_version": torch.tensor([t.weights_version for t in transitions], dtype=torch.int64),
         "final_index": torch.tensor(ended, dtype=torch.int64),
         "final_frames": torch.from_numpy(np.stack([transitions[i].final_frames for i in ended]).astype(np.uint8)
                                          if ended else np.zeros((0, *transitions[0].frames.shape), np.uint8)),
@@ -77,6 +79,10 @@ def decode_transitions(payload) -> tuple[dict, list[Transition]]:
     wrong = {f: str(t[f].dtype) for f, d in expected.items() if t[f].dtype != d}
     if wrong or t["flags"].ndim != 2 or t["flags"].shape[1] != 4 or t["frames"].ndim != 4:
         raise TransitionsError(f"transitions tensors have wrong dtypes or shapes: {wrong or 'flags/frames'}")
+    versions = t.get("weights_version", torch.zeros(count, dtype=torch.int64))
+    if versions.dtype != torch.int64 or tuple(versions.shape) != (count,):
+        raise TransitionsError(f"transitions weights_version must be int64 [{count}], got {versions.dtype} "
+                               f"{tuple(versions.shape)}")
     finals = {i: k for k, i in enumerate(ended)}
     out = []
     for i in range(count):
@@ -87,7 +93,8 @@ def decode_transitions(payload) -> tuple[dict, list[Transition]]:
                               reward=float(t["reward"][i]), terminated=terminated, truncated=truncated,
                               intervention=intervention, success=success,
                               final_frames=None if k is None else t["final_frames"][k].numpy().copy(),
-                              final_state=None if k is None else t["final_state"][k].numpy().copy()))
+                              final_state=None if k is None else t["final_state"][k].numpy().copy(),
+                              weights_version=int(versions[i])))
     return {"actor_id": actor_id, "seq": seq, "count": count, "config_fingerprint": meta.get("config_fingerprint", "")}, out
 
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from hilserl.policies import PolicyConfig, build_agent
 from hilserl.policies.augment import random_shift
+from hilserl.policies.batch import concat_batches
 
 # Defaults, as the shipped reach checkpoint was trained (see checkpoints/reach/README.md).
 TASK = "reach"
@@ -371,13 +372,6 @@ class Pretrainer:
         # `step` is the update count of the weights written, not of the whole run.
         self.save(out, torch.float16 if self.args.fp16 else None, step=self.progress["best"]["updates"])
         return out
-
-
-def concat_batches(a, b):
-    from hilserl.policies.batch import Batch
-
-    cat = lambda x, y: None if x is None else torch.cat([x, y])  # noqa: E731
-    return Batch(**{f.name: cat(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(Batch)})
 
 
 def main(argv: list[str]) -> int:
