@@ -118,7 +118,9 @@ def read_safetensors(payload: bytes | bytearray | memoryview) -> tuple[dict[str,
     if buf.readonly:  # torch.frombuffer needs a writable buffer; one copy, on the non-ROS paths only
         buf = memoryview(bytearray(buf))
     total = len(buf)
-    if _looks_pickled(bytes(buf[:4])):
+    # A safetensors header is JSON from byte 8 on; without that check, a header 0x280-0x5ff bytes long whose
+    # length's low byte is 0x80 would read as a pickle opcode.
+    if _looks_pickled(bytes(buf[:4])) and not (total > 8 and buf[8] == ord("{")):
         raise WeightsError("payload is a pickle / torch.save archive; hilserl accepts only safetensors "
                            "weights (no pickle). Publish with hilserl's learner or encode_weights().")
     if total < 8:
