@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from hilserl.control.episode import Transition
 from hilserl.policies import PolicyConfig, build_agent
@@ -117,9 +118,11 @@ from finetune_run import UNPROTECTED, format_table, run_finetune  # noqa: E402
 
 UPDATES = 300
 WINDOW = 10
-# Small enough that the learner keeps up with the paced sim on a shared 2-core CPU.
+# Small enough that the learner keeps up with the paced sim on a shared 2-core CPU. The protections are the
+# ones config/learner.yaml gives the shipped checkpoint.
 LEARNER = {"batch_size": 64, "utd_ratio": 1.0, "warmup_transitions": 50, "publish_every_updates": 50}
-PROTECTED = {"actor_warmup_updates": 100, "bc_weight": 5.0, "encoder_lr_scale": 0.1}
+PROTECTED = {k: v for k, v in yaml.safe_load((REPO / "config" / "learner.yaml").read_text())["/**/learner"][
+    "ros__parameters"].items() if k in ("load_demos", "actor_warmup_updates", "bc_weight", "encoder_lr_scale", "guard")}
 TIMEOUT = 420.0
 
 

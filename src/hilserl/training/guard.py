@@ -103,8 +103,8 @@ class PublishGuard:
             return
         self.records.setdefault(version, VersionRecord())
         self.snapshots[version] = snapshot
-        if self.best is None:
-            self.best, self.line_start = version, version
+        if self.best is None:  # episodes heard before (a resumed run's journal) belong to no line of ours
+            self.best, self.line_start, self.recent = version, version, deque(maxlen=self.window)
         candidates = sorted(v for v in self.snapshots if v != self.best)
         for old in candidates[:max(0, len(candidates) - self.max_snapshots)]:
             del self.snapshots[old]  # too old to become best without its episodes ever being enough
