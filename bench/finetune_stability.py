@@ -7,8 +7,9 @@ line; then a PNG of success over episodes (rolling window of 10) for all arms.
 
 Arms (`--arms`, comma-separated):
   protected      the learner's defaults plus the protections test_finetune.py uses
-  unprotected    every protection off: no shipped demos, no critic-only warm-up, no BC, full encoder LR, no guard
-  no-demos, no-warmup, no-bc, no-encoder-lr, no-guard   `protected` less one protection
+  unprotected    every protection off: fresh critic, no shipped demos, no critic-only warm-up, no BC, full
+                 encoder LR, no guard (the learner and checkpoint as they were)
+  no-critic, no-demos, no-warmup, no-bc, no-encoder-lr, no-guard   `protected` less one protection
 
     .venv/bin/python bench/finetune_stability.py [--arms protected,unprotected] [--updates 300]
         [--episodes 20] [--out finetune_stability.png]
@@ -24,12 +25,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "test")]
 
-from finetune_run import UNPROTECTED, format_table, run_finetune  # noqa: E402
+from finetune_run import UNPROTECTED, format_table, run_finetune, without_critic  # noqa: E402
 from test_finetune import LEARNER, PROTECTED, SHIPPED, UPDATES, WINDOW  # noqa: E402
 
 ARMS = {
     "protected": PROTECTED,
     "unprotected": UNPROTECTED,
+    "no-critic": PROTECTED,
     "no-demos": PROTECTED | {"load_demos": False},
     "no-warmup": PROTECTED | {"actor_warmup_updates": 0},
     "no-bc": PROTECTED | {"bc_weight": 0.0},
@@ -75,7 +77,10 @@ def main(argv: list[str]) -> int:
     runs = {}
     with tempfile.TemporaryDirectory(prefix="finetune-stability-") as tmp:
         for name in args.arms.split(","):
-            run = run_finetune(Path(tmp) / name, str(SHIPPED), LEARNER | ARMS[name], updates=args.updates,
+            checkpoint = str(SHIPPED)
+            if name in ("unprotected", "no-critic"):  # the checkpoint with a fresh critic
+                checkpoint = without_critic(SHIPPED, Path(tmp) / f"{name}-ckpt", demos=name == "no-critic")
+            run = run_finetune(Path(tmp) / name, checkpoint, LEARNER | ARMS[name], updates=args.updates,
                                min_episodes=args.episodes, timeout=args.timeout)
             runs[name] = run
             after = [e.success for e in run.episodes if e.version > 1]

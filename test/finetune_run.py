@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,28 @@ ACTOR = {"lockstep": True, "episode_topic": "sim/step", "reset_service": "sim/re
          "transition_batch": 8}
 SIM_EPISODE = re.compile(r"\[(\d+\.\d+)\] \[sim\]: episode (\d+) ended \(([^)]*)\): success=(True|False), "
                          r"return=(-?[\d.]+)")
-# Every protection off: the learner as it was before they existed.
+# Every learner protection off: the learner as it was before they existed (with `without_critic`, the
+# checkpoint too).
 UNPROTECTED = {"load_demos": False, "actor_warmup_updates": 0, "bc_weight": 0.0, "encoder_lr_scale": 1.0,
                "guard": False}
+
+
+def without_critic(checkpoint: Path, out: Path, demos: bool = False) -> str:
+    """A copy of `checkpoint` with its inference state only, so the learner starts from a fresh critic (as
+    the shipped checkpoint was before its critic was trained); its demonstrations come along if `demos`."""
+    from safetensors.torch import load_file, save_file
+
+    from hilserl.replay.demos import DEMOS_FILE
+    from hilserl.weights.checkpoint import CONFIG_FILE, MODEL_FILE, load_inference_policy
+
+    out.mkdir(parents=True, exist_ok=True)
+    inference = set(load_inference_policy(checkpoint).state_dict())
+    tensors = load_file(str(checkpoint / MODEL_FILE))
+    save_file({k: v for k, v in tensors.items() if k in inference}, str(out / MODEL_FILE))
+    shutil.copy(checkpoint / CONFIG_FILE, out / CONFIG_FILE)
+    if demos:
+        shutil.copy(checkpoint / DEMOS_FILE, out / DEMOS_FILE)
+    return str(out)
 
 
 @dataclass

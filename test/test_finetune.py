@@ -114,7 +114,7 @@ def test_critic_only_updates_hold_the_actor_and_bc_pulls_it_to_the_demonstration
 # -- the shipped checkpoint, fine-tuned through the ROS loop --------------------------------------------------
 
 pytest.importorskip("genesis")
-from finetune_run import UNPROTECTED, format_table, run_finetune  # noqa: E402
+from finetune_run import UNPROTECTED, format_table, run_finetune, without_critic  # noqa: E402
 
 UPDATES = 300
 WINDOW = 10
@@ -139,11 +139,12 @@ def test_fine_tuning_the_shipped_checkpoint_keeps_its_success_and_collapses_with
     assert min(rates) >= 0.8, rates
     assert rates[-1] >= sum(pretrained) / len(pretrained), (rates, pretrained)
 
-    # The same run with every protection off: success collapses (stopped once it has, to save time).
+    # The same run with every protection off, the trained critic included: success collapses (stopped once
+    # it has, to save time).
     def collapsed(run) -> bool:
         late = [e.success for e in run.episodes if e.version > 1]
         return run.learner_step >= UPDATES // 2 and len(late) >= WINDOW and sum(late[-WINDOW:]) <= WINDOW // 2
-    bare = run_finetune(tmp_path / "bare", str(SHIPPED), LEARNER | UNPROTECTED, updates=UPDATES,
+    bare = run_finetune(tmp_path / "bare", without_critic(SHIPPED, tmp_path / "bare-ckpt"), LEARNER | UNPROTECTED, updates=UPDATES,
                         min_episodes=2 * WINDOW, timeout=TIMEOUT, stop_early=collapsed)
     print(f"unprotected: {bare.learner_step} updates, {len(bare.episodes)} sim episodes, {bare.wall_s:.0f} s\n"
           f"{format_table(bare)}")
