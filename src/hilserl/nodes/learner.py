@@ -56,6 +56,7 @@ from hilserl.training.guard import EpisodeVersions, PublishGuard
 from hilserl.training.state import (find_training_state, load_training_state, restore_agent, save_training_state,
                                     snapshot_agent)
 
+DEMO_EPISODE_KEYS = 1 << 40  # replay episode keys of the checkpoint's demonstrations start here
 LATCHED = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      history=HistoryPolicy.KEEP_LAST, depth=1)
 
@@ -174,7 +175,7 @@ class LearnerNode(Node):
             return
         transitions = read_demos(path, self.agent.config)
         for t in transitions:
-            self.demos.add(t, -1 - t.episode)  # negative keys: never an actor's episode
+            self.demos.add(t, DEMO_EPISODE_KEYS + t.episode)  # never an actor's episode key
         self.get_logger().info(f"loaded {len(transitions)} demonstration transitions "
                                f"({len({t.episode for t in transitions})} episodes) from {path}")
 
