@@ -10,6 +10,7 @@ Arms (`--arms`, comma-separated):
   unprotected    every protection off: fresh critic, no shipped demos, no critic-only warm-up, no BC, full
                  encoder LR, no guard (the learner and checkpoint as they were)
   no-critic, no-demos, no-warmup, no-bc, no-encoder-lr, no-guard   `protected` less one protection
+  guard-only     `unprotected` with the guard on: what rollbacks alone recover
 
     .venv/bin/python bench/finetune_stability.py [--arms protected,unprotected] [--updates 300]
         [--episodes 20] [--out finetune_stability.png]
@@ -37,6 +38,7 @@ ARMS = {
     "no-bc": PROTECTED | {"bc_weight": 0.0},
     "no-encoder-lr": PROTECTED | {"encoder_lr_scale": 1.0},
     "no-guard": PROTECTED | {"guard": False},
+    "guard-only": UNPROTECTED | {"guard": True},
 }
 
 
@@ -78,7 +80,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="finetune-stability-") as tmp:
         for name in args.arms.split(","):
             checkpoint = str(SHIPPED)
-            if name in ("unprotected", "no-critic"):  # the checkpoint with a fresh critic
+            if name in ("unprotected", "no-critic", "guard-only"):  # the checkpoint with a fresh critic
                 checkpoint = without_critic(SHIPPED, Path(tmp) / f"{name}-ckpt", demos=name == "no-critic")
             run = run_finetune(Path(tmp) / name, checkpoint, LEARNER | ARMS[name], updates=args.updates,
                                min_episodes=args.episodes, timeout=args.timeout)
