@@ -35,7 +35,8 @@ def test_a_valid_batch_passes_and_decodes_to_what_was_sent():
 
 def test_a_batch_whose_header_length_starts_like_a_pickle_is_read(tmp_path):
     """A safetensors header of 640/896/1152/1408 bytes begins with the bytes of a pickle opcode (0x80, 2..5)."""
-    payloads = (valid_payload("/actor#" + "a" * n, 1, CONFIG) for n in range(1, 190))
+    payloads = (valid_payload("/actor#" + "a" * n, 1, CONFIG, length=length)
+                for length in (3, 40, 400) for n in range(1, 190))
     payload = next(p for p in payloads if p[0] == 0x80 and 2 <= p[1] <= 5)
     assert check(payload).seq == 1
     intake = TransitionIntake(tmp_path, lambda stream, batch: None, lambda: CONFIG)

@@ -31,7 +31,7 @@ def test_schedule_owes_updates_by_the_utd_ratio_and_publishes_and_saves_on_sched
     calls = []
 
     class Agent:
-        def update(self, batch, step):
+        def update(self, batch, step, update_actor=True, bc_weight=0.0):
             return {"loss": float(step)}
     loop = TrainingLoop(Agent(), lambda n: n, TrainSchedule(batch_size=2, utd_ratio=0.5, warmup_transitions=4,
                                                             publish_every_updates=2, checkpoint_every_updates=3),
@@ -83,7 +83,7 @@ def test_core_trains_publishes_resumes_and_reports_errors(tmp_path):
     again.publish_weights("resumed")
     assert sent[-1][0].weights_version == 4  # versions continue upward
 
-    core.agent.update = lambda batch, step: 1 / 0  # an exception in the update is an error, not "waiting"
+    core.agent.update = lambda batch, step, **options: 1 / 0  # an exception in the update is an error, not "waiting"
     core.store_batch("/actor#a", transitions(2, 6, core.agent.config))
     with pytest.raises(ZeroDivisionError):
         core.train_step()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from hilserl.metrics import read_metrics
 from hilserl.policies import PolicyConfig, build_agent
@@ -15,13 +16,15 @@ from hilserl.policies.observation import FrameStacker
 from hilserl.sim.demo_buffer import DemoBuffer
 from hilserl.sim.rollout import Episode
 from hilserl.tools import infer_sim, pretrain
+from hilserl.replay.demos import DEMOS_FILE, read_demos
 from hilserl.weights.checkpoint import load_agent_weights, load_inference_policy, read_config_file
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "reach"
 TINY = ["--expert-demos", "2", "--bc-updates", "3", "--dagger-rounds", "1", "--dagger-episodes", "1",
         "--dagger-updates", "2", "--rl-steps", "1", "--rl-actor-delay", "1", "--eval-episodes", "1",
-        "--batch-size", "4", "--hidden-dim", "32", "--no-tensorboard", "--fp16"]
+        "--batch-size", "4", "--hidden-dim", "32", "--no-tensorboard", "--fp16", "--critic-rollouts", "1",
+        "--critic-updates", "2", "--ship-demos", "1"]
 
 
 def test_demo_buffer_rebuilds_the_stacks_frame_stacker_builds():
@@ -108,14 +111,36 @@ def test_tiny_pretrain_writes_a_checkpoint_learner_and_actor_accept(tiny_run):
     np.testing.assert_allclose(policy.state_norm.std.numpy(), std, rtol=1e-3)
     assert not torch.equal(policy.state_norm.std, torch.ones(8))
     progress = json.loads((root / "run" / "progress.json").read_text())
-    assert progress["stages_done"] == ["demos", "bc", "dagger1", "rl"]
+    assert progress["stages_done"] == ["demos", "bc", "dagger1", "critic", "rl"]
     metrics = read_metrics(root / "run" / "pretrain" / "metrics.csv")
     assert {"train/bc_loss", "eval/success_rate", "train/critic_loss", "episode/success"} <= set(metrics)
-    assert len(metrics["eval/success_rate"]) == 3  # after bc, dagger1 and rl
+    assert len(metrics["eval/success_rate"]) == 4  # after bc, dagger1, critic and rl
     rl_steps = int(metrics["rl/episode_length"][0][2])
-    assert progress["updates"] == 3 + 2 + rl_steps  # bc + dagger + one DrQ-v2 update per rl env step
+    assert progress["updates"] == 3 + 2 + 2 + rl_steps  # bc + dagger + critic + one DrQ-v2 update per rl env step
+    demos = read_demos(out / DEMOS_FILE, config)  # the first expert episode, every step flagged a demonstration
+    assert demos[-1].terminated or demos[-1].truncated
+    assert all(t.intervention and t.weights_version == 0 for t in demos) and len({t.episode for t in demos}) == 1
     best = doc["pretrain"]["progress"]["best"]
     assert best["stage"] in progress["stages_done"] and doc["step"] == best["updates"]
+
+
+def test_init_trains_the_critic_and_keeps_actor_and_encoder_bit_identical(tiny_run, task):
+    root, out, _ = tiny_run
+    args = pretrain.parse_args(["--init", str(out), "--out", str(root / "init"), "--run-dir", str(root / "init-run"),
+                                "--expert-demos", "2", "--critic-rollouts", "1", "--critic-updates", "3",
+                                "--ship-demos", "2", "--batch-size", "4", "--no-tensorboard", "--fp16"])
+    trainer = pretrain.Pretrainer(args, task=task)
+    trainer.run()
+    trainer.metrics.close()
+    before, after = load_file(str(out / "model.safetensors")), load_file(str(root / "init" / "model.safetensors"))
+    config, doc = read_config_file(root / "init")
+    inference = set(load_inference_policy(root / "init").state_dict())
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in inference)  # actor, encoder, joint normalisation
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("critic."))
+    assert doc["critic_pretrain"]["progress"]["critic"]["updates"] == 3 and "pretrain" in doc  # both records
+    demos = read_demos(root / "init" / DEMOS_FILE, config)
+    assert len({t.episode for t in demos}) == 2 and all(t.frames.shape == (3, 84, 84) for t in demos)
 
 
 def test_resume_runs_only_the_stages_not_done(tiny_run, task):

@@ -70,6 +70,7 @@ class Transition:
     # On the last transition of an episode: the frame(s) and state that ended it (for truncation bootstrap).
     final_frames: np.ndarray | None = None
     final_state: np.ndarray | None = None
+    weights_version: int = 0  # the policy weights that chose the action (0: none, e.g. a demonstration)
 
 
 @dataclass
@@ -85,12 +86,14 @@ class EpisodeRecorder:
 
     def __init__(self, sink: Callable[[Transition], None]):
         self.sink = sink
-        self.pending: tuple[np.ndarray, np.ndarray, np.ndarray, bool, int] | None = None
+        self.pending: tuple[np.ndarray, np.ndarray, np.ndarray, bool, int, int] | None = None
         self.stats = EpisodeStats()
         self.last_closed: dict = {"steps": 0, "interventions": 0}  # the summary end_episode last returned
 
-    def acted(self, frames: np.ndarray, state: np.ndarray, action: np.ndarray, intervention: bool) -> None:
-        self.pending = (frames, state.astype(np.float32), action.astype(np.float32), intervention, self.stats.steps)
+    def acted(self, frames: np.ndarray, state: np.ndarray, action: np.ndarray, intervention: bool,
+              weights_version: int = 0) -> None:
+        self.pending = (frames, state.astype(np.float32), action.astype(np.float32), intervention, self.stats.steps,
+                        weights_version)
         self.stats.steps += 1
         self.stats.interventions += int(intervention)
 
@@ -99,7 +102,7 @@ class EpisodeRecorder:
         """The result of the pending action. Returns the episode summary when this ended the episode."""
         if self.pending is None:
             return None
-        frames, state, action, intervention, step = self.pending
+        frames, state, action, intervention, step, weights_version = self.pending
         self.pending = None
         done = terminated or truncated
         self.stats.episode_return += reward
@@ -107,7 +110,8 @@ class EpisodeRecorder:
                              reward=float(reward), terminated=terminated, truncated=truncated,
                              intervention=intervention, success=success,
                              final_frames=next_frames if done else None,
-                             final_state=None if not done or next_state is None else next_state.astype(np.float32)))
+                             final_state=None if not done or next_state is None else next_state.astype(np.float32),
+                             weights_version=weights_version))
         return self.end_episode(success) if done else None
 
     def end_episode(self, success: bool) -> dict:

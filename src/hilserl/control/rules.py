@@ -51,9 +51,10 @@ class EpisodeRules:
         self.recorder.pending = None
         self.acted_in = None
 
-    def acted(self, frames: np.ndarray, state: np.ndarray, action: np.ndarray, intervention: bool) -> None:
+    def acted(self, frames: np.ndarray, state: np.ndarray, action: np.ndarray, intervention: bool,
+              weights_version: int = 0) -> None:
         """The action sent in the observation last passed to `observe`."""
-        self.recorder.acted(frames, state, action, intervention)
+        self.recorder.acted(frames, state, action, intervention, weights_version)
         self.acted_in, self.started = self.current, True
         if self.current is not None:
             self.recorder_episode = self.current.episode

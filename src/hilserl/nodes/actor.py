@@ -274,7 +274,8 @@ class ActorNode(Node):
             self.publish_pose(*command.pose)
         self.health_state.commands_sent += 1
         self.health_state.control_rate.tick(now)
-        self.rules.acted(newest, q, command.executed, intervention=human is not None)
+        self.rules.acted(newest, q, command.executed, intervention=human is not None,
+                        weights_version=meta.weights_version)
 
     def publish_pose(self, position: np.ndarray, quaternion: np.ndarray) -> None:
         msg = PoseStamped()

@@ -261,6 +261,20 @@ LEARNER_PARAMS = (
     Param("checkpoint_every_updates", 1000, "Save the training state every N updates (and on shutdown).",
           "int", low=1),
     Param("torch_threads", 0, "Torch CPU threads for training (0 = torch's default).", "int", low=0),
+    Param("load_demos", True, "Fill the demonstration buffer from CHECKPOINT/demos.safetensors at start.", "bool"),
+    Param("actor_warmup_updates", 0, "Critic-only updates at start (and after a rollback) before the actor learns.",
+          "int", low=0),
+    Param("bc_weight", 0.0, "Weight of behaviour cloning on demonstration/intervention rows in the actor loss.",
+          "float", low=0.0),
+    Param("encoder_lr_scale", 1.0, "The encoder's learning rate relative to the critic's (0 freezes it).", "float",
+          low=0.0),
+    Param("guard", True, "Republish the best weights version when a newer one is clearly worse.", "bool"),
+    Param("guard_min_episodes", 5, "Episodes a version needs before the guard judges it.", "int", low=1),
+    Param("guard_window", 10, "Newest episodes of later versions compared with the best version.", "int", low=1),
+    Param("guard_margin", 0.2, "Success-rate drop below the best version that counts as clearly worse.", "float",
+          low=0.0, high=1.0),
+    Param("guard_alpha", 0.05, "Significance of the one-sided test behind a rollback.", "float", low=0.0,
+          high=1.0, above=True),
 )
 
 

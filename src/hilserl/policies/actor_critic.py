@@ -80,6 +80,18 @@ def head_inputs(policy: InferencePolicy, pixels: torch.Tensor, state: torch.Tens
     return features, policy.state_norm(state.float())
 
 
+def behaviour_cloning_loss(policy: InferencePolicy, features: torch.Tensor, state: torch.Tensor | None,
+                           batch: Batch, speed: SpeedSettings) -> torch.Tensor:
+    """BC = mean over the batch's demonstration rows of ||tanh(mu(s)) - a||^2 / A: the deterministic action
+    pulled towards what a demonstrator or a person did. Zero (no forward pass) without such rows."""
+    rows = batch.demo
+    if rows is None or not bool(rows.any()):
+        return features.new_zeros((), dtype=torch.float32)
+    with speed.autocast(features.device):
+        mu, _ = policy.actor(features[rows], None if state is None else state[rows])
+    return F.mse_loss(torch.tanh(mu.float()), batch.action[rows])
+
+
 def clamp_straight_through(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
     """The value of clamp(x), the gradient of x: as DrQ-v2 clamps its sampled actions, so an action pushed
     past the bound still tells the actor which way the critic's value rises."""

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hilserl.policies.actor_critic import clamp_straight_through, head_inputs, shifted_pixels, soft_update, twin_critics
+from hilserl.policies.actor_critic import (behaviour_cloning_loss, clamp_straight_through, head_inputs, shifted_pixels,
+                                            soft_update, twin_critics)
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig, parse_schedule
 from hilserl.policies.inference import InferencePolicy
@@ -58,7 +59,9 @@ class DrQV2Agent(nn.Module):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"encoder": self.encoder_opt, "actor": self.actor_opt, "critic": self.critic_opt}
 
-    def update(self, batch: Batch, step: int) -> dict[str, float]:
+    def update(self, batch: Batch, step: int, update_actor: bool = True, bc_weight: float = 0.0) -> dict[str, float]:
+        """One DrQ-v2 update. `update_actor=False`: the critic (and encoder) only, e.g. while a pretrained
+        actor waits for the critic to learn. `bc_weight`: adds bc_weight * behaviour_cloning_loss to the actor's."""
         batch = batch.to(self.device)
         # Random draws in a fixed order (shifts of obs, of next obs, target noise, actor noise): with the
         # same seed, the plain update in test/drqv2_reference.py sees the same augmentation and noise.
@@ -75,22 +78,21 @@ class DrQV2Agent(nn.Module):
         self.critic_opt.step()
         self.encoder_opt.step()
 
-        # The actor learns through detached features: the encoder is shaped by the critic alone. The
-        # (just updated) critic is only read, so its weights get no gradient and its trunk no backward.
-        with read_only(self.critic):
-            actor_loss = self._actor_loss(features.detach(), state, self._noise(batch.action, std))
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-        self.actor_opt.step()
+        metrics = {"critic_loss": critic_loss.item(), "q": q1.mean().item(), "target_q": target_q.mean().item(),
+                   "stddev": std}
+        if update_actor:
+            # The actor learns through detached features: the encoder is shaped by the critic alone. The
+            # (just updated) critic is only read, so its weights get no gradient and its trunk no backward.
+            with read_only(self.critic):
+                actor_loss = self._actor_loss(features.detach(), state, self._noise(batch.action, std))
+                bc_loss = behaviour_cloning_loss(self.inference, features.detach(), state, batch, self.speed)
+                self.actor_opt.zero_grad(set_to_none=True)
+                (actor_loss + bc_weight * bc_loss).backward()
+            self.actor_opt.step()
+            metrics |= {"actor_loss": actor_loss.item(), "bc_loss": bc_loss.item()}
 
         soft_update(self.critic_target, self.critic, self.hyper.critic_target_tau)
-        return {
-            "critic_loss": critic_loss.item(),
-            "actor_loss": actor_loss.item(),
-            "q": q1.mean().item(),
-            "target_q": target_q.mean().item(),
-            "stddev": std,
-        }
+        return metrics
 
     def _noise(self, like: torch.Tensor, std: float) -> torch.Tensor:
         """DrQ-v2's clipped exploration noise, drawn outside the (possibly compiled) phases below."""

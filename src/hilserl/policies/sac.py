@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hilserl.policies.actor_critic import head_inputs, shifted_pixels, soft_update, twin_critics
+from hilserl.policies.actor_critic import (behaviour_cloning_loss, head_inputs, shifted_pixels, soft_update,
+                                            twin_critics)
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig
 from hilserl.policies.inference import InferencePolicy, tanh_gaussian_log_prob
@@ -62,7 +63,9 @@ class SACAgent(nn.Module):
         return {"encoder": self.encoder_opt, "actor": self.actor_opt, "critic": self.critic_opt,
                 "alpha": self.alpha_opt}
 
-    def update(self, batch: Batch, step: int) -> dict[str, float]:
+    def update(self, batch: Batch, step: int, update_actor: bool = True, bc_weight: float = 0.0) -> dict[str, float]:
+        """One SAC update; `update_actor` and `bc_weight` as in DrQV2Agent.update (the temperature learns with
+        the actor, so it waits too)."""
         batch = batch.to(self.device)
         # Random draws in a fixed order: shifts of obs, of next obs, target sample, actor sample.
         pixels, next_pixels = shifted_pixels(batch, self.hyper.augment_pad)
@@ -91,27 +94,26 @@ class SACAgent(nn.Module):
         if not self.config.freeze_encoder:
             self.encoder_opt.step()
 
-        # Detached features, and a read-only critic: the actor loss trains the actor head alone.
-        with read_only(self.critic):
-            actor_loss, log_prob = self._actor_loss(features.detach(), state, torch.randn_like(batch.action), alpha)
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-        self.actor_opt.step()
+        metrics = {"critic_loss": critic_loss.item(), "alpha": alpha.item(), "q": q1.mean().item()}
+        if update_actor:
+            # Detached features, and a read-only critic: the actor loss trains the actor head alone.
+            with read_only(self.critic):
+                actor_loss, log_prob = self._actor_loss(features.detach(), state, torch.randn_like(batch.action),
+                                                        alpha)
+                bc_loss = behaviour_cloning_loss(self.inference, features.detach(), state, batch, self.speed)
+                self.actor_opt.zero_grad(set_to_none=True)
+                (actor_loss + bc_weight * bc_loss).backward()
+            self.actor_opt.step()
 
-        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_opt.step()
+            alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+            self.alpha_opt.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_opt.step()
+            metrics |= {"actor_loss": actor_loss.item(), "bc_loss": bc_loss.item(), "alpha_loss": alpha_loss.item(),
+                        "entropy": -log_prob.mean().item()}
 
         soft_update(self.critic_target, self.critic, self.hyper.critic_target_tau)
-        return {
-            "critic_loss": critic_loss.item(),
-            "actor_loss": actor_loss.item(),
-            "alpha_loss": alpha_loss.item(),
-            "alpha": alpha.item(),
-            "q": q1.mean().item(),
-            "entropy": -log_prob.mean().item(),
-        }
+        return metrics
 
     # The forward phases; each runs in its own autocast context (see SpeedSettings.autocast).
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from hilserl.control.episode import Transition
-from hilserl.policies.batch import Batch
+from hilserl.policies.batch import Batch, concat_batches
 from hilserl.policies.config import PolicyConfig
 
 GAMMA = 0.99
@@ -145,7 +145,8 @@ class ReplayBuffer:
                      reward=torch.from_numpy(reward).unsqueeze(1), discount=torch.from_numpy(discount).unsqueeze(1),
                      next_pixels=torch.from_numpy(next_pixels),
                      state=torch.from_numpy(self.states[slots]) if uses_state else None,
-                     next_state=torch.from_numpy(next_state) if uses_state else None)
+                     next_state=torch.from_numpy(next_state) if uses_state else None,
+                     demo=torch.from_numpy(self.intervention[slots]))
 
 
 class MixedSampler:
@@ -161,9 +162,4 @@ class MixedSampler:
         n_demo = int(round(batch_size * self.demo_ratio)) if len(self.demos) else 0
         n_demo = batch_size if len(self.online) == 0 else n_demo
         parts = [b.sample(n, self.rng) for b, n in ((self.online, batch_size - n_demo), (self.demos, n_demo)) if n]
-        if len(parts) == 1:
-            return parts[0]
-        cat = lambda name: (None if getattr(parts[0], name) is None  # noqa: E731
-                            else torch.cat([getattr(p, name) for p in parts]))
-        return Batch(**{name: cat(name) for name in ("pixels", "action", "reward", "discount", "next_pixels",
-                                                    "state", "next_state")})
+        return concat_batches(*parts)

@@ -1,7 +1,8 @@
 """A batch of transitions on the wire: safetensors bytes (no pickle), with stream id, sequence number and digest.
 
 Per-step tensors, N rows (`STEP_FIELDS`): frames [N, 3*cams, P, P] uint8, state [N, S] f32, action [N, A] f32,
-reward [N] f32, flags [N, 4] uint8 (terminated, truncated, intervention, success), episode [N] i64, step [N] i64.
+reward [N] f32, flags [N, 4] uint8 (terminated, truncated, intervention, success), episode [N] i64, step [N] i64,
+weights_version [N] i64 (the weights version that chose each action).
 For the transitions that ended an episode (`FINAL_FIELDS`, M rows): final_index [M] i64 + final_frames
 [M, 3*cams, P, P] uint8 + final_state [M, S] f32.
 
@@ -69,6 +70,7 @@ STEP_FIELDS: dict[str, Field] = {
     "flags": Field(torch.uint8, lambda c: (len(FLAGS),)),
     "episode": Field(torch.int64, lambda c: ()),
     "step": Field(torch.int64, lambda c: ()),
+    "weights_version": Field(torch.int64, lambda c: ()),  # the weights that chose the action (guarded publishing)
 }
 # One row per transition that ended its episode, in the order of `final_index`.
 FINAL_FIELDS: dict[str, Field] = {
@@ -236,8 +238,9 @@ def validate(meta: dict[str, str], tensors: dict[str, torch.Tensor], config: Pol
             raise TransitionsError(f"transitions {name} holds NaN or infinite values", kind="nonfinite")
     if tensors["action"].abs().max() > 1.0:
         raise TransitionsError("transitions action outside [-1, 1]", kind="range")
-    if tensors["flags"].max() > 1 or tensors["episode"].min() < 0 or tensors["step"].min() < 0:
-        raise TransitionsError("transitions flags must be 0/1, episode and step numbers >= 0", kind="range")
+    if tensors["flags"].max() > 1 or min(int(tensors[n].min()) for n in ("episode", "step", "weights_version")) < 0:
+        raise TransitionsError("transitions flags must be 0/1, episode, step and weights_version numbers >= 0",
+                               kind="range")
     ended = (tensors["flags"][:, 0] | tensors["flags"][:, 1]).bool()
     index = tensors["final_index"]
     if len(index) and not (bool((index[1:] > index[:-1]).all()) and 0 <= int(index[0]) and int(index[-1]) < batch.count

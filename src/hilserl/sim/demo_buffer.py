@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hilserl.control.episode import Transition
 from hilserl.policies.batch import Batch
 from hilserl.sim.rollout import Episode
 
@@ -104,6 +105,28 @@ class DemoBuffer:
             next_state=torch.from_numpy(self.states[f + 1]) if has_state else None,
         )
 
+    def transitions(self, episodes: int | None = None) -> list[tuple[int, Transition]]:
+        """(episode index, Transition) for the first `episodes` stored episodes (all by default), in the form an
+        actor sends: the newest frame per step, and the frame and state that ended each episode."""
+        out: list[tuple[int, Transition]] = []
+        starts = np.flatnonzero(np.r_[True, self.start_idx[1:] != self.start_idx[:-1]]) if len(self) else []
+        for key, first in enumerate(starts[:episodes]):
+            last = first
+            while last + 1 < len(self) and self.start_idx[last + 1] == self.start_idx[first]:
+                last += 1
+            for i in range(first, last + 1):
+                f, end = self.frame_idx[i], bool(i == last)
+                terminated = end and bool(self.terminal[i])
+                out.append((key, Transition(
+                    episode=key, step=i - first, frames=self.frames[f], state=self._state(f), action=self.actions[i],
+                    reward=float(self.rewards[i]), terminated=terminated, truncated=end and not terminated,
+                    intervention=False, success=terminated,  # the tasks end an episode early on success only
+                    final_frames=self.frames[f + 1] if end else None, final_state=self._state(f + 1) if end else None)))
+        return out
+
+    def _state(self, frame: int) -> np.ndarray:
+        return self.states[frame] if self.state_dim else np.zeros(self.action_dim, np.float32)
+
     def state_statistics(self, floor: float, frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std of the stored joint positions (of the first `frames` frames), std floored so a joint
         that never moved (the finger in reach) is not amplified into noise."""
@@ -128,3 +151,17 @@ class DemoBuffer:
             for name in ("frame_idx", "start_idx", "actions", "labels", "rewards", "terminal"):
                 setattr(self, name, data[name].copy())
             self.episodes = int(data["episodes"])
+
+
+def episode_transitions(episode: Episode, key: int) -> list[Transition]:
+    """An episode as the transitions an actor would have sent for it (newest frame per step, final frame)."""
+    steps, out = episode.length, []
+    for i in range(steps):
+        end = i == steps - 1
+        out.append(Transition(episode=key, step=i, frames=episode.frames[i], state=episode.states[i],
+                              action=episode.actions[i], reward=episode.rewards[i],
+                              terminated=end and episode.terminated, truncated=end and not episode.terminated,
+                              intervention=False, success=end and episode.success,
+                              final_frames=episode.frames[i + 1] if end else None,
+                              final_state=episode.states[i + 1] if end else None))
+    return out

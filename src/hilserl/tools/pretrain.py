@@ -8,10 +8,22 @@ scripted expert:
               shift augmentation
   3. dagger   `--dagger-rounds` times: the policy drives (the expert takes a step with probability
               beta^round), the expert labels every visited state, the policy is retrained on everything
-  4. rl       optional `--rl-steps` of DrQ-v2 fine-tuning on the task reward (demos + online data, 50/50);
+  4. critic   `--critic-rollouts` episodes of the policy acting as the actor does (half of them with extra
+              action noise, for actions the critic must learn to rank lower), then the twin critics learn by
+              n-step TD on the task reward with the learner's sampling (demos/rollouts 50/50, gamma 0.99,
+              n_step 3), actor and encoder held, until the TD error settles (`--critic-updates` at most): the
+              learner then starts from a critic that already values what the actor does
+  5. rl       optional `--rl-steps` of DrQ-v2 fine-tuning on the task reward (demos + online data, 50/50);
               the actor waits `--rl-actor-delay` updates so the fresh critic learns first
 The policy is evaluated (deterministic, fresh seeds) after each stage; the best evaluation is written to
-`--out` as an ordinary DrQ-v2 checkpoint (critic included) that the learner loads directly.
+`--out` as an ordinary DrQ-v2 checkpoint (critic included) that the learner loads directly, with the first
+`--ship-demos` expert episodes beside it as `demos.safetensors` (the learner's demonstration buffer).
+
+`--init CKPT` starts from an existing checkpoint instead and runs demos + critic only: its actor, encoder and
+joint normalisation are written back unchanged (bit for bit at the same `--fp16` storage), with a trained
+critic and the demonstrations:
+
+    python -m hilserl pretrain --init checkpoints/reach --out checkpoints/reach --fp16 --demo-noise 0.1
 
 Run directory (`--run-dir`): pretrain/metrics.csv (+ TensorBoard events), last/ and best/ (full precision
 checkpoints), demos.npz (the dataset) and progress.json. `--resume` continues from the last finished stage.
@@ -33,6 +45,7 @@ import torch.nn.functional as F
 from hilserl.kinematics.action_space import ACTION_SPACES, EE_AXES, action_dim_for
 from hilserl.policies import PolicyConfig, build_agent, resolve_device
 from hilserl.policies.augment import random_shift
+from hilserl.policies.batch import concat_batches
 
 # Defaults, as the shipped reach checkpoint was trained (see checkpoints/reach/README.md).
 TASK = "reach"
@@ -45,6 +58,12 @@ DAGGER_UPDATES = 800  # per round
 DAGGER_BETA = 0.5  # the expert executes a step with probability beta^round
 RL_STEPS = 0
 RL_ACTOR_DELAY = 500
+CRITIC_ROLLOUTS = 30
+CRITIC_ROLLOUT_NOISE = 0.3  # std of the extra action noise on every other critic rollout
+CRITIC_UPDATES = 3000  # at most; the stage stops earlier once the TD error settles
+CRITIC_MIN_UPDATES = 1000
+CRITIC_SETTLE_WINDOW = 250  # settled: a window's mean TD loss is no longer 3% below the previous window's
+SHIP_DEMOS = 20
 GAMMA = 0.99
 BATCH_SIZE = 64
 LR = 3e-4
@@ -74,6 +93,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dagger-episodes", type=int, default=DAGGER_EPISODES, help="policy episodes per round")
     p.add_argument("--dagger-updates", type=int, default=DAGGER_UPDATES, help="cloning updates per round")
     p.add_argument("--dagger-beta", type=float, default=DAGGER_BETA)
+    p.add_argument("--init", help="start from this checkpoint: demos + critic only, actor and encoder held")
+    p.add_argument("--critic-rollouts", type=int, default=CRITIC_ROLLOUTS, help="policy episodes for the critic")
+    p.add_argument("--critic-rollout-noise", type=float, default=CRITIC_ROLLOUT_NOISE)
+    p.add_argument("--critic-updates", type=int, default=CRITIC_UPDATES, help="TD updates at most (0: no stage)")
+    p.add_argument("--ship-demos", type=int, default=SHIP_DEMOS,
+                   help="expert episodes written beside the checkpoint as demos.safetensors (0: none)")
     p.add_argument("--rl-steps", type=int, default=RL_STEPS, help="DrQ-v2 fine-tuning env steps (1 update each)")
     p.add_argument("--rl-actor-delay", type=int, default=RL_ACTOR_DELAY)
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
@@ -96,9 +121,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-tensorboard", action="store_true")
     args = p.parse_args(argv)
     for name in ("expert_demos", "bc_updates", "dagger_rounds", "dagger_episodes", "dagger_updates", "rl_steps",
-                 "eval_episodes"):
+                 "eval_episodes", "critic_rollouts", "critic_updates", "ship_demos"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
+    if args.init:  # the checkpoint decides the policy; only demos and the critic stage run
+        args.bc_updates = args.dagger_rounds = args.rl_steps = 0
     if args.expert_demos == 0 and (args.bc_updates or args.dagger_rounds):
         p.error("cloning needs demonstrations: give --expert-demos > 0 (or --bc-updates 0 --dagger-rounds 0)")
     if args.batch_size < 1 or args.threads < 1:
@@ -128,16 +155,27 @@ class Pretrainer:
             if not self.progress_path.is_file():
                 raise SystemExit(f"pretrain: --resume needs {self.progress_path}; start without --resume")
             self.progress = json.loads(self.progress_path.read_text())
+        if args.init:
+            from hilserl.weights.checkpoint import read_config_file
+
+            self.config, self.init_doc = read_config_file(args.init)
+            args.image_size, args.num_cameras = self.config.image_size, self.config.num_cameras
+        else:
+            self.config = PolicyConfig(policy="drqv2", state_dim=0 if args.no_state else 8,
+                                       hidden_dim=args.hidden_dim, feature_dim=args.feature_dim,
+                                       frame_stack=args.frame_stack, image_size=args.image_size,
+                                       num_cameras=args.num_cameras, stddev_schedule=args.stddev_schedule,
+                                       action_space=args.action_space, ee_axes=args.ee_axes,
+                                       action_dim=action_dim_for(args.action_space, args.ee_axes, 8))
         self.task_config = TaskConfig(task=args.task, image_size=args.image_size, num_cameras=args.num_cameras,
                                       episode_steps=args.episode_steps, camera_pos_jitter=args.camera_jitter)
-        self.config = PolicyConfig(policy="drqv2", state_dim=0 if args.no_state else 8, hidden_dim=args.hidden_dim,
-                                   feature_dim=args.feature_dim, frame_stack=args.frame_stack,
-                                   image_size=args.image_size, num_cameras=args.num_cameras,
-                                   stddev_schedule=args.stddev_schedule, action_space=args.action_space,
-                                   ee_axes=args.ee_axes, action_dim=action_dim_for(args.action_space, args.ee_axes, 8))
         torch.manual_seed(args.seed)
         self.rng = np.random.default_rng(args.seed)
         self.agent = build_agent(self.config, device=resolve_device(args.device))
+        if args.init:
+            from hilserl.weights.checkpoint import load_agent_weights
+
+            load_agent_weights(self.agent, args.init)
         self.bc_opt = torch.optim.Adam(self.agent.inference.parameters(), lr=args.lr)
         self.buffer = DemoBuffer((3 * args.num_cameras, args.image_size, args.image_size), self.config.state_dim,
                                  self.config.action_dim, self.config.frame_stack)
@@ -167,6 +205,8 @@ class Pretrainer:
         if a.bc_updates:
             names += ["bc"]
         names += [f"dagger{r + 1}" for r in range(a.dagger_rounds)]
+        if a.critic_updates:
+            names += ["critic"]
         if a.rl_steps:
             names += ["rl"]
         return names
@@ -185,10 +225,17 @@ class Pretrainer:
                 self.collect_dagger(rnd)
                 self.clone(self.args.dagger_updates, stage)
                 self.evaluate(stage)
+            elif stage == "critic":
+                self.collect_rollouts()
+                self.train_critic()
+                if not self.args.init:
+                    self.evaluate(stage)
             elif stage == "rl":
                 self.fine_tune()
                 self.evaluate(stage)
             self.finish_stage(stage)
+        if self.args.init:
+            return self.write_output()
         if self.progress["best"] is None:  # nothing was evaluated (e.g. demos only): evaluate what there is
             self.evaluate("final")
             self.finish_stage("final")
@@ -226,7 +273,7 @@ class Pretrainer:
 
     def set_state_norm(self) -> None:
         """Normalise joint positions with the demo statistics; fixed from here on (it is inference state)."""
-        if self.config.state_dim == 0:
+        if self.config.state_dim == 0 or self.args.init:  # a given checkpoint keeps its own
             return
         mean, std = self.buffer.state_statistics(STATE_STD_FLOOR)
         self.progress["state_norm"] = {"frames": self.buffer.n_frames, "mean": mean.tolist(), "std": std.tolist()}
@@ -313,6 +360,66 @@ class Pretrainer:
             bar.update(episode.length)
         bar.close()
 
+    def collect_rollouts(self) -> None:
+        """The policy acting as the actor node does (sampled); every other episode with extra action noise."""
+        from hilserl.sim.rollout import policy_controller, run_episode
+        from tqdm import tqdm
+
+        policy = self.agent.inference.eval()
+        self.rollouts, successes = [], []
+        for k in tqdm(range(self.args.critic_rollouts), desc="critic: rollouts", unit="ep", file=sys.stderr):
+            act = policy_controller(policy, deterministic=False, step=self.progress["updates"])
+            noise = self.args.critic_rollout_noise * (k % 2)
+
+            def controller(obs, pixels, t):
+                return act(obs, pixels, t) + self.rng.normal(0.0, noise, self.config.action_dim)
+
+            episode = run_episode(self.task, self.config, self.training_seed(), controller)
+            self.rollouts.append(episode)
+            self.record_episode(episode, "critic")
+            successes.append(episode.success)
+        policy.train()
+        print(f"pretrain: {len(successes)} policy rollouts for the critic, success {np.mean(successes):.2f}",
+              file=sys.stderr)
+
+    def train_critic(self) -> None:
+        """n-step TD for the twin critics with the learner's buffers and sampling; actor and encoder held."""
+        from hilserl.replay.episode_buffer import MixedSampler, ReplayBuffer
+        from hilserl.sim.demo_buffer import episode_transitions
+        from tqdm import tqdm
+
+        capacity = len(self.buffer) + sum(e.length for e in self.rollouts) + 1
+        demos, online = ReplayBuffer(self.config, capacity), ReplayBuffer(self.config, capacity)
+        for key, t in self.buffer.transitions():
+            demos.add(t, key)
+        for key, episode in enumerate(self.rollouts, start=self.buffer.episodes):
+            for t in episode_transitions(episode, key):
+                online.add(t, key)
+        sampler = MixedSampler(online, demos, seed=self.args.seed)
+        encoder = self.agent.inference.encoder
+        held = [p.requires_grad for p in encoder.parameters()]
+        encoder.requires_grad_(False)  # no gradient, so the encoder's optimiser leaves it exactly as it is
+        losses: list[float] = []
+        bar = tqdm(range(self.args.critic_updates), desc="critic: TD", unit="upd", file=sys.stderr)
+        for i in bar:
+            info = self.agent.update(sampler.sample(self.args.batch_size), self.progress["updates"],
+                                     update_actor=False)
+            losses.append(info["critic_loss"])
+            self.progress["updates"] += 1
+            if i % 50 == 0:
+                bar.set_postfix(critic=f"{info['critic_loss']:.4f}", q=f"{info['q']:.2f}")
+                self.metrics.log(self.progress["updates"], {f"train/{k}": v for k, v in info.items()})
+            if settled(losses):
+                break
+        bar.close()
+        for p, flag in zip(encoder.parameters(), held):
+            p.requires_grad_(flag)
+        w = CRITIC_SETTLE_WINDOW
+        self.progress["critic"] = {"updates": len(losses), "td_loss_first": float(np.mean(losses[:w])),
+                                   "td_loss_last": float(np.mean(losses[-w:])), "demo_transitions": len(demos),
+                                   "rollout_transitions": len(online)}
+        print(f"pretrain: critic: {json.dumps(self.progress['critic'])}", file=sys.stderr)
+
     def evaluate(self, stage: str) -> dict:
         from hilserl.sim.rollout import policy_controller, run_episode
 
@@ -372,24 +479,39 @@ class Pretrainer:
         print(f"pretrain: resumed {self.run_dir} after stages {self.progress['stages_done']}", file=sys.stderr)
 
     def write_output(self) -> Path:
-        """The best evaluated policy goes to --out, in the requested storage precision."""
-        from hilserl.weights.checkpoint import load_agent_weights
+        """The best evaluated policy (or, with --init, the given one and its new critic) goes to --out, in the
+        requested storage precision, with the first --ship-demos expert episodes beside it."""
+        from hilserl.replay.demos import DEMOS_FILE, write_demos
+        from hilserl.weights.checkpoint import load_agent_weights, save_checkpoint
 
-        load_agent_weights(self.agent, self.run_dir / "best")
+        if not self.args.init:
+            load_agent_weights(self.agent, self.run_dir / "best")
         out = Path(self.args.out)
         if out.exists() and not (out / "config.json").is_file():
             raise SystemExit(f"pretrain: {out} exists and is not a checkpoint directory; pick another --out")
         self.progress["wall_time_s"] = round(time.monotonic() - self.started, 1)
-        # `step` is the update count of the weights written, not of the whole run.
-        self.save(out, torch.float16 if self.args.fp16 else None, step=self.progress["best"]["updates"])
+        storage = torch.float16 if self.args.fp16 else None
+        if self.args.init:  # the given checkpoint's record stays; this run is added to it
+            doc = {k: v for k, v in self.init_doc.items() if k not in ("format", "policy", "config_fingerprint",
+                                                                        "step", "storage_dtype")}
+            save_checkpoint(self.agent, self.config, out, step=self.init_doc.get("step", 0), storage_dtype=storage,
+                            extra=doc | {"critic_pretrain": self.summary()})
+        else:
+            # `step` is the update count of the weights written, not of the whole run.
+            self.save(out, storage, step=self.progress["best"]["updates"])
+        shipped = [t for _, t in self.buffer.transitions(episodes=self.args.ship_demos)]
+        if shipped:
+            write_demos(out / DEMOS_FILE, shipped, self.config)
         return out
 
 
-def concat_batches(a, b):
-    from hilserl.policies.batch import Batch
-
-    cat = lambda x, y: None if x is None else torch.cat([x, y])  # noqa: E731
-    return Batch(**{f.name: cat(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(Batch)})
+def settled(losses: list[float]) -> bool:
+    """The TD loss has stopped falling: past the minimum, at a window's end, the window's mean is no longer
+    3% below the previous window's."""
+    w = CRITIC_SETTLE_WINDOW
+    if len(losses) < max(CRITIC_MIN_UPDATES, 2 * w) or len(losses) % w:
+        return False
+    return float(np.mean(losses[-w:])) > 0.97 * float(np.mean(losses[-2 * w:-w]))
 
 
 def main(argv: list[str]) -> int:

@@ -28,42 +28,42 @@ from pathlib import Path
 from hilserl.durable import write_durably
 from hilserl.health import ERROR, OK, REJECTION_WARN_S, WARN, Report
 from hilserl.policies import build_agent
-from hilserl.replay.episode_buffer import GAMMA, N_STEP, MixedSampler, ReplayBuffer
-from hilserl.training.loop import (BATCH_SIZE, CHECKPOINT_EVERY_UPDATES, DEMO_RATIO, PUBLISH_EVERY_SECONDS,
-                                   PUBLISH_EVERY_UPDATES, UTD_RATIO, WARMUP_TRANSITIONS, TrainingLoop,
-                                   TrainSchedule, set_torch_threads)
-from hilserl.training.state import find_training_state, load_training_state, save_training_state
-from hilserl.weights.checkpoint import load_agent_weights, read_config_file, save_checkpoint
 from hilserl.policies.device import resolve_device
+from hilserl.replay.demos import DEMOS_FILE, read_demos
+from hilserl.replay.episode_buffer import GAMMA, N_STEP, MixedSampler, ReplayBuffer
 from hilserl.replay.intake import TransitionIntake
+from hilserl.training import guard as guard_rule
+from hilserl.training.guard import EpisodeVersions, PublishGuard
+from hilserl.training.loop import (DEMO_RATIO, ENCODER_LR_SCALE, TrainingLoop, TrainSchedule, scale_learning_rate,
+                                   set_torch_threads)
+from hilserl.training.state import (find_training_state, load_training_state, restore_agent, save_training_state,
+                                    snapshot_agent)
+from hilserl.weights.checkpoint import load_agent_weights, read_config_file, save_checkpoint
 from hilserl.weights.codec import encode_weights
 
 BUFFER_CAPACITY = 50_000
+DEMO_EPISODE_KEYS = 1 << 40  # replay episode keys of the checkpoint's demonstrations start here
 
 
 @dataclass(frozen=True)
-class LearnerSettings:
-    """The learner's training settings, one field per learner parameter of the same name."""
+class LearnerSettings(TrainSchedule):
+    """The learner's training settings, one field per learner parameter of the same name (the schedule's
+    fields, which TrainingLoop reads, and these)."""
 
     training: bool = True  # false: publish the checkpoint only (no buffers, no updates)
-    batch_size: int = BATCH_SIZE
-    utd_ratio: float = UTD_RATIO
-    warmup_transitions: int = WARMUP_TRANSITIONS
     demo_ratio: float = DEMO_RATIO
     buffer_capacity: int = BUFFER_CAPACITY
     gamma: float = GAMMA
     n_step: int = N_STEP
-    publish_every_updates: int = PUBLISH_EVERY_UPDATES
-    publish_every_seconds: float = PUBLISH_EVERY_SECONDS
-    checkpoint_every_updates: int = CHECKPOINT_EVERY_UPDATES
     torch_threads: int = 0  # 0 = torch's default
-
-    def schedule(self) -> TrainSchedule:
-        return TrainSchedule(batch_size=self.batch_size, utd_ratio=self.utd_ratio,
-                             warmup_transitions=self.warmup_transitions,
-                             publish_every_updates=self.publish_every_updates,
-                             publish_every_seconds=self.publish_every_seconds,
-                             checkpoint_every_updates=self.checkpoint_every_updates)
+    # Protecting a pretrained policy (see README): demonstrations, encoder learning rate, guarded publishing.
+    load_demos: bool = True  # CHECKPOINT/demos.safetensors fills the demonstration buffer at start
+    encoder_lr_scale: float = ENCODER_LR_SCALE
+    guard: bool = True
+    guard_min_episodes: int = guard_rule.MIN_EPISODES
+    guard_window: int = guard_rule.WINDOW
+    guard_margin: float = guard_rule.MARGIN
+    guard_alpha: float = guard_rule.ALPHA
 
     @classmethod
     def from_values(cls, values: dict) -> "LearnerSettings":
@@ -97,6 +97,9 @@ class LearnerCore:
         self.last_publish_time = 0.0
         self.training_error = ""  # an exception from sampling or the update: training has stopped
         self.resumed = False
+        self.checkpoint = Path(checkpoint)
+        self.guard: PublishGuard | None = None  # guarded publishing, while training
+        self.guard_warning = ""  # why the last rollback republished an older version ('' = none since)
         self.agent = self.load_checkpoint(checkpoint)
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.loop: TrainingLoop | None = None
@@ -122,8 +125,14 @@ class LearnerCore:
         self.demos = ReplayBuffer(config, s.buffer_capacity, s.gamma, s.n_step)  # interventions
         self.sampler = MixedSampler(self.online, self.demos, s.demo_ratio)
         self.episode_keys: dict[tuple[str, int], int] = {}  # (stream, actor's episode) -> buffer episode key
-        self.loop = TrainingLoop(self.agent, self.sample, s.schedule(), publish=self.publish_weights,
-                                 save=self.save_state)
+        if s.load_demos:
+            self.load_demos(self.checkpoint / DEMOS_FILE)
+        scale_learning_rate(self.agent.encoder_opt, s.encoder_lr_scale)
+        if s.guard:
+            self.guard = PublishGuard(min_episodes=s.guard_min_episodes, window=s.guard_window,
+                                      margin=s.guard_margin, alpha=s.guard_alpha)
+            self.episode_versions = EpisodeVersions(self.guard)
+        self.loop = TrainingLoop(self.agent, self.sample, s, publish=self.publish_weights, save=self.save_state)
         self.resume()
         # Every batch is checked against the policy before it is journalled; the journal is replayed here.
         self.intake = TransitionIntake(self.journal_dir, self.store_batch, lambda: self.agent.config, log=self.log)
@@ -156,9 +165,22 @@ class LearnerCore:
         return self.state_dir / "journal"
 
     # -- experience ------------------------------------------------------------------------------
+    def load_demos(self, path: Path) -> None:
+        """The checkpoint's demonstrations go to the demonstration buffer: RLPD mixes them in from the start."""
+        if not path.is_file():
+            self.log(f"no demonstrations at {path}: the demonstration buffer starts empty")
+            return
+        transitions = read_demos(path, self.agent.config)
+        for t in transitions:
+            self.demos.add(t, DEMO_EPISODE_KEYS + t.episode)  # never an actor's episode key
+        self.log(f"loaded {len(transitions)} demonstration transitions "
+                 f"({len({t.episode for t in transitions})} episodes) from {path}")
+
     def store_batch(self, actor_id: str, transitions: list) -> None:
         """One batch of stream `actor_id`, in order (the receiver calls this once per stored batch)."""
         with self.buffer_lock:
+            if self.guard is not None:
+                self.episode_versions.add(actor_id, transitions)
             for t in transitions:
                 key = self.episode_keys.setdefault((actor_id, t.episode), len(self.episode_keys))
                 self.online.add(t, key)
@@ -202,6 +224,7 @@ class LearnerCore:
             return 0
         try:
             with self.lock:
+                self.apply_guard()
                 return self.loop.train_some(len(self.online), max_updates=1)
         except Exception as err:
             self.training_error = f"{type(err).__name__}: {err}"
@@ -210,11 +233,34 @@ class LearnerCore:
     def last_metrics(self) -> dict[str, float]:
         return dict(self.loop.counters.last_metrics) if self.loop is not None else {}
 
+    def apply_guard(self) -> None:
+        """When the guard finds the newest versions clearly worse than the best one: training goes back to the
+        best version's state (all networks: the encoder and critic are a pair with the actor), the actor waits
+        for the critic again, and the best tensors go out under a new version number."""
+        if self.guard is None:
+            return
+        with self.buffer_lock:
+            rollback = self.guard.check()
+        if rollback is None:
+            return
+        restore_agent(self.agent, rollback.snapshot)
+        self.loop.hold_actor()
+        self.guard_warning = rollback.reason
+        self.log(f"guard: {rollback.reason}; republishing v{rollback.best_version}'s weights")
+        self.publish_weights(reason=f"rollback to v{rollback.best_version}", copy_of=rollback.best_version)
+
     # -- weights ---------------------------------------------------------------------------------
-    def publish_weights(self, reason: str) -> None:
-        """The one publish path: start-up, checkpoint swap and training all come through here."""
+    def publish_weights(self, reason: str, copy_of: int | None = None) -> None:
+        """The one publish path: start-up, checkpoint swap, training and guard rollbacks (`copy_of`: the version
+        whose tensors these are again) all come through here."""
         with self.lock:
             self.weights_version += 1
+            if self.guard is not None:
+                snapshot = None if copy_of is not None else snapshot_agent(self.agent)
+                with self.buffer_lock:
+                    self.guard.published(self.weights_version, snapshot, copy_of=copy_of)
+                if copy_of is None:
+                    self.guard_warning = ""
             payload, meta = encode_weights(self.agent.inference.state_dict(), config=self.agent.config,
                                            weights_version=self.weights_version,
                                            learner_step=self.learner_step, run_id=self.run_id,
@@ -279,6 +325,8 @@ class LearnerCore:
             values |= {"transitions_rejected": intake.rejected, "last_transitions_rejection": intake.last_rejection,
                        "journal_quarantined": len(intake.quarantined)}
             values |= {f"rejected/{kind}": n for kind, n in sorted(intake.rejections_by_reason.items())}
+        if self.guard is not None:
+            values |= self.guard.report()
         if self.training_error:
             return Report(ERROR, f"training stopped: {self.training_error}", values)
         if intake is not None and intake.quarantined:
@@ -288,6 +336,8 @@ class LearnerCore:
                 time.monotonic() - intake.last_rejection_time < REJECTION_WARN_S:
             counts = ", ".join(f"{kind} {n}" for kind, n in intake.rejections_by_reason.most_common())
             return Report(WARN, f"transitions rejected ({counts}); last: {intake.last_rejection}", values)
+        if self.guard_warning:
+            return Report(WARN, f"weights v{self.weights_version} republished: {self.guard_warning}", values)
         if self.weights_version == 0:
             return Report(WARN, "no weights published yet", values)
         return Report(OK, f"weights v{self.weights_version} ({self.last_digest[:12]}) published "

@@ -21,9 +21,12 @@ DEMO_RATIO = 0.5  # share of each batch drawn from interventions/demonstrations 
 PUBLISH_EVERY_UPDATES = 100
 PUBLISH_EVERY_SECONDS = 0.0  # 0 = off; else also publish when this long has passed since the last one
 CHECKPOINT_EVERY_UPDATES = 1000
+ACTOR_WARMUP_UPDATES = 0  # critic-only updates after start-up (and after a rollback) before the actor learns
+BC_WEIGHT = 0.0  # weight of the behaviour-cloning term on demonstration/intervention rows in the actor loss
+ENCODER_LR_SCALE = 1.0  # the encoder's learning rate relative to the critic's (a pretrained encoder: lower)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainSchedule:
     batch_size: int = BATCH_SIZE
     utd_ratio: float = UTD_RATIO
@@ -31,9 +34,12 @@ class TrainSchedule:
     publish_every_updates: int = PUBLISH_EVERY_UPDATES
     publish_every_seconds: float = PUBLISH_EVERY_SECONDS
     checkpoint_every_updates: int = CHECKPOINT_EVERY_UPDATES
+    actor_warmup_updates: int = ACTOR_WARMUP_UPDATES
+    bc_weight: float = BC_WEIGHT
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.utd_ratio <= 0 or self.warmup_transitions < 0:
+        if self.batch_size < 1 or self.utd_ratio <= 0 or self.warmup_transitions < 0 \
+                or self.actor_warmup_updates < 0 or self.bc_weight < 0:
             raise ValueError(f"invalid training schedule {self}")
 
 
@@ -58,6 +64,11 @@ class TrainingLoop:
         self.agent, self.sample, self.schedule = agent, sample, schedule
         self.publish, self.save = publish, save
         self.counters = counters or TrainCounters()
+        self.actor_starts_at: int | None = None  # learner step from which the actor learns; set on first update
+
+    def hold_actor(self) -> None:
+        """Critic-only updates for the next `actor_warmup_updates` (start-up, or after a rollback)."""
+        self.actor_starts_at = self.counters.learner_step + self.schedule.actor_warmup_updates
 
     def transitions_added(self, count: int) -> None:
         self.counters.transitions_seen += count
@@ -74,7 +85,11 @@ class TrainingLoop:
         done = 0
         while done < max_updates and self.updates_owed(stored) > 0:
             batch = self.sample(self.schedule.batch_size)
-            metrics = self.agent.update(batch, self.counters.learner_step)
+            if self.actor_starts_at is None:  # counted from the first update, so a resumed run waits too
+                self.hold_actor()
+            step = self.counters.learner_step
+            metrics = self.agent.update(batch, step, update_actor=step >= self.actor_starts_at,
+                                        bc_weight=self.schedule.bc_weight)
             c = self.counters
             c.learner_step += 1
             c.updates_since_publish += 1
@@ -97,6 +112,14 @@ class TrainingLoop:
         if c.updates_since_publish >= s.publish_every_updates:
             return True
         return s.publish_every_seconds > 0 and time.monotonic() - c.last_publish >= s.publish_every_seconds
+
+
+def scale_learning_rate(optimizer: torch.optim.Optimizer, scale: float) -> None:
+    """Multiply every parameter group's learning rate by `scale` (0 freezes what the optimiser trains)."""
+    if scale < 0:
+        raise ValueError(f"a learning-rate scale must be >= 0, got {scale}")
+    for group in optimizer.param_groups:
+        group["lr"] *= scale
 
 
 def set_torch_threads(threads: int) -> None:

@@ -102,3 +102,16 @@ def load_training_state(state_dir: Path, agent: nn.Module) -> dict[str, Any]:
     counters["state_dir"] = str(found)
     return counters
 
+
+
+def snapshot_agent(agent: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of every agent tensor (networks, targets, temperature), for a later `restore_agent`."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in agent.state_dict().items()}
+
+
+def restore_agent(agent: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
+    """Put a snapshot back and forget the optimisers' moments: they were accumulated on the way to the state
+    being abandoned and would push the networks the same way again."""
+    agent.load_state_dict(snapshot, strict=True)
+    for optimizer in agent.optimizers().values():
+        optimizer.state.clear()
