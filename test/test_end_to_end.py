@@ -16,6 +16,7 @@ import pytest
 from rosutil import REPO, init_checkpoint, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
 
 SHIPPED = REPO / "checkpoints" / "reach"
+SHIPPED_EE = REPO / "checkpoints" / "reach_ee"  # end-effector actions: the actor's kinematics in the loop
 EPISODES = 4
 SEED = 7000
 STARTUP = 240.0  # Genesis compiles its kernels on a machine's first scene build (~75 s)
@@ -56,11 +57,13 @@ def direct_success(checkpoint: str) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["success_rate"]
 
 
-@pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint in this tree")
-def test_shipped_checkpoint_succeeds_through_ros_like_direct_run(tmp_path):
-    direct = direct_success(str(SHIPPED))
-    through_ros, refused = ros_loop_success(tmp_path, str(SHIPPED))
-    print(f"shipped checkpoint, {EPISODES} episodes from seed {SEED}: direct {direct:.0%}, through ROS {through_ros:.0%}")
+@pytest.mark.parametrize("shipped", [SHIPPED, SHIPPED_EE], ids=["joint_delta", "ee_delta"])
+def test_shipped_checkpoint_succeeds_through_ros_like_direct_run(tmp_path, shipped):
+    if not (shipped / "model.safetensors").is_file():
+        pytest.skip(f"no shipped checkpoint {shipped.name} in this tree")
+    direct = direct_success(str(shipped))
+    through_ros, refused = ros_loop_success(tmp_path, str(shipped))
+    print(f"{shipped.name}, {EPISODES} episodes from seed {SEED}: direct {direct:.0%}, through ROS {through_ros:.0%}")
     assert direct >= 0.75, f"the shipped checkpoint itself succeeds only {direct:.0%} in Genesis"
     assert abs(through_ros - direct) <= 0.25, f"ROS loop {through_ros:.0%} vs direct {direct:.0%}"
     assert refused == 0
