@@ -96,3 +96,23 @@ def clamp_straight_through(x: torch.Tensor, low: float = -1.0, high: float = 1.0
     """The value of clamp(x), the gradient of x: as DrQ-v2 clamps its sampled actions, so an action pushed
     past the bound still tells the actor which way the critic's value rises."""
     return x + (x.clamp(low, high) - x).detach()
+
+
+class ActorCriticAgent(nn.Module):
+    """What DrQ-v2 and SAC share: the inference policy (encoder + actor head), twin critics with their target,
+    and one Adam each for the encoder, the actor head and the critics, all on one device."""
+
+    policy_type = ""
+
+    def __init__(self, config: PolicyConfig, hyper, speed: SpeedSettings | None, device: torch.device | str):
+        super().__init__()
+        assert config.policy == self.policy_type, config.policy
+        self.config, self.hyper = config, hyper
+        self.device = torch.device(device)
+        self.speed = speed or SpeedSettings.from_env()
+        self.speed.apply_threads()
+        self.inference = InferencePolicy(config).to(self.device)
+        self.critic, self.critic_target = twin_critics(config, self.inference.encoder.repr_dim, self.device)
+        self.encoder_opt = self.speed.adam(self.inference.encoder.parameters(), hyper.lr)
+        self.actor_opt = self.speed.adam(self.inference.actor.parameters(), hyper.lr)
+        self.critic_opt = self.speed.adam(self.critic.parameters(), hyper.lr)

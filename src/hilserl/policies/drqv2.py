@@ -20,13 +20,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from hilserl.policies.actor_critic import (behaviour_cloning_loss, clamp_straight_through, head_inputs, shifted_pixels,
-                                            soft_update, twin_critics)
+from hilserl.policies.actor_critic import (ActorCriticAgent, behaviour_cloning_loss, clamp_straight_through,
+                                            head_inputs, shifted_pixels, soft_update)
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig, parse_schedule
-from hilserl.policies.inference import InferencePolicy
 from hilserl.policies.speed import SpeedSettings, read_only
 
 
@@ -37,21 +35,12 @@ class DrQV2Hyper:
     augment_pad: int = 4
 
 
-class DrQV2Agent(nn.Module):
+class DrQV2Agent(ActorCriticAgent):
+    policy_type = "drqv2"
+
     def __init__(self, config: PolicyConfig, hyper: DrQV2Hyper | None = None, speed: SpeedSettings | None = None,
                  device: torch.device | str = "cpu"):
-        super().__init__()
-        assert config.policy == "drqv2", config.policy
-        self.config, self.hyper = config, hyper or DrQV2Hyper()
-        self.device = torch.device(device)
-        self.speed = speed or SpeedSettings.from_env()
-        self.speed.apply_threads()
-        self.inference = InferencePolicy(config).to(self.device)
-        self.critic, self.critic_target = twin_critics(config, self.inference.encoder.repr_dim, self.device)
-        lr = self.hyper.lr
-        self.encoder_opt = self.speed.adam(self.inference.encoder.parameters(), lr)
-        self.actor_opt = self.speed.adam(self.inference.actor.parameters(), lr)
-        self.critic_opt = self.speed.adam(self.critic.parameters(), lr)
+        super().__init__(config, hyper or DrQV2Hyper(), speed, device)
         if self.speed.compile:
             self._target_q, self._critic_q, self._actor_loss = (
                 torch.compile(f) for f in (self._target_q, self._critic_q, self._actor_loss))

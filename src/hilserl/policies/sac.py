@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hilserl.policies.actor_critic import (behaviour_cloning_loss, head_inputs, shifted_pixels, soft_update,
-                                            twin_critics)
+from hilserl.policies.actor_critic import (ActorCriticAgent, behaviour_cloning_loss, head_inputs, shifted_pixels,
+                                            soft_update)
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig
-from hilserl.policies.inference import InferencePolicy, tanh_gaussian_log_prob
+from hilserl.policies.inference import tanh_gaussian_log_prob
 from hilserl.policies.speed import SpeedSettings, read_only
 
 
@@ -35,26 +35,17 @@ def squash(mu: torch.Tensor, log_std: torch.Tensor, eps: torch.Tensor) -> tuple[
     return torch.tanh(pre_tanh), tanh_gaussian_log_prob(mu, log_std, pre_tanh)
 
 
-class SACAgent(nn.Module):
+class SACAgent(ActorCriticAgent):
+    policy_type = "sac"
+
     def __init__(self, config: PolicyConfig, hyper: SACHyper | None = None, speed: SpeedSettings | None = None,
                  device: torch.device | str = "cpu"):
-        super().__init__()
-        assert config.policy == "sac", config.policy
-        self.config, self.hyper = config, hyper or SACHyper()
-        self.device = torch.device(device)
-        self.speed = speed or SpeedSettings.from_env()
-        self.speed.apply_threads()
-        self.inference = InferencePolicy(config).to(self.device)
-        self.critic, self.critic_target = twin_critics(config, self.inference.encoder.repr_dim, self.device)
+        super().__init__(config, hyper or SACHyper(), speed, device)
+        if config.freeze_encoder:  # its optimiser then never sees a gradient
+            self.inference.encoder.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(self.hyper.init_temperature), device=self.device))
         self.target_entropy = -float(config.action_dim)
-        lr = self.hyper.lr
-        if config.freeze_encoder:
-            self.inference.encoder.requires_grad_(False)
-        self.encoder_opt = self.speed.adam(self.inference.encoder.parameters(), lr)
-        self.actor_opt = self.speed.adam(self.inference.actor.parameters(), lr)
-        self.critic_opt = self.speed.adam(self.critic.parameters(), lr)
-        self.alpha_opt = self.speed.adam([self.log_alpha], lr)
+        self.alpha_opt = self.speed.adam([self.log_alpha], self.hyper.lr)
         if self.speed.compile:
             self._encode, self._target_q, self._critic_q, self._actor_loss = (
                 torch.compile(f) for f in (self._encode, self._target_q, self._critic_q, self._actor_loss))

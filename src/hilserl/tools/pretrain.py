@@ -253,23 +253,29 @@ class Pretrainer:
                                                      f"{kind}/episode_length": episode.length})
 
     def collect_demos(self) -> None:
-        from hilserl.sim.rollout import run_episode
-        from tqdm import tqdm
-
         noise = self.args.demo_noise
 
         def noisy_expert(obs, pixels, t):
             return self.expert.act(obs) + self.rng.normal(0.0, noise, self.config.action_dim)
 
-        successes = []
-        for _ in tqdm(range(self.args.expert_demos), desc="expert demos", unit="ep", file=sys.stderr):
-            episode = run_episode(self.task, self.config, self.training_seed(), noisy_expert, labeler=self.expert.act)
-            self.buffer.add(episode)
-            self.record_episode(episode, "demos")
-            successes.append(episode.success)
+        successes = self.collect(self.args.expert_demos, "expert demos", "demos", lambda: noisy_expert)
         self.set_state_norm()
         print(f"pretrain: {len(successes)} expert episodes (noise {noise}), success {np.mean(successes):.2f}, "
               f"{len(self.buffer)} transitions", file=sys.stderr)
+
+    def collect(self, episodes: int, desc: str, kind: str, controller) -> list[bool]:
+        """`episodes` episodes driven by `controller()` (a new one per episode), labelled by the expert, into the
+        buffer; their success flags."""
+        from hilserl.sim.rollout import run_episode
+        from tqdm import tqdm
+
+        successes = []
+        for _ in tqdm(range(episodes), desc=desc, unit="ep", file=sys.stderr):
+            episode = run_episode(self.task, self.config, self.training_seed(), controller(), labeler=self.expert.act)
+            self.buffer.add(episode)
+            self.record_episode(episode, kind)
+            successes.append(episode.success)
+        return successes
 
     def set_state_norm(self) -> None:
         """Normalise joint positions with the demo statistics; fixed from here on (it is inference state)."""
@@ -282,23 +288,20 @@ class Pretrainer:
         norm.std.copy_(torch.from_numpy(std))
 
     def collect_dagger(self, rnd: int) -> None:
-        from hilserl.sim.rollout import policy_controller, run_episode
-        from tqdm import tqdm
+        from hilserl.sim.rollout import policy_controller
 
         beta = self.args.dagger_beta ** rnd
         policy = self.agent.inference.eval()
-        successes = []
-        for _ in tqdm(range(self.args.dagger_episodes), desc=f"dagger {rnd} (beta {beta:.2f})", unit="ep",
-                      file=sys.stderr):
+
+        def mixed_controller():
             learner = policy_controller(policy, deterministic=False, step=self.progress["updates"])
 
             def mixed(obs, pixels, t):
                 return self.expert.act(obs) if self.rng.random() < beta else learner(obs, pixels, t)
+            return mixed
 
-            episode = run_episode(self.task, self.config, self.training_seed(), mixed, labeler=self.expert.act)
-            self.buffer.add(episode)
-            self.record_episode(episode, "dagger")
-            successes.append(episode.success)
+        successes = self.collect(self.args.dagger_episodes, f"dagger {rnd} (beta {beta:.2f})", "dagger",
+                                 mixed_controller)
         policy.train()
         print(f"pretrain: dagger round {rnd}: success while collecting {np.mean(successes):.2f}, "
               f"{len(self.buffer)} transitions", file=sys.stderr)
