@@ -27,7 +27,7 @@ from std_msgs.msg import String, UInt8MultiArray
 from hilserl.names import WEIGHTS_TOPIC
 from hilserl.nodes.diagnostics import Diagnostics, StatusTopic
 from hilserl.nodes.params import LEARNER_PARAMS as PARAMS
-from hilserl.nodes.params import declare, torch_device
+from hilserl.nodes.params import ParameterError, declare, torch_device
 from hilserl.nodes.qos import LATCHED
 from hilserl.nodes.runtime import run_node
 from hilserl.nodes.wire import bytes_to_msg_data
@@ -36,6 +36,9 @@ class LearnerNode(Node):
     def __init__(self, argv: list[str] | None = None):
         super().__init__("learner")
         params = declare(self, PARAMS)  # exits with one line on a bad value, before torch loads
+        if params["guard_window"] < params["guard_min_episodes"]:
+            raise ParameterError(f"learner: invalid parameter guard_window:={params['guard_window']}: allowed: at "
+                                 f"least guard_min_episodes ({params['guard_min_episodes']})")
         from hilserl.training.learner import LearnerCore, LearnerSettings
 
         self.weights_pub = self.create_publisher(UInt8MultiArray, WEIGHTS_TOPIC, LATCHED)
@@ -43,7 +46,8 @@ class LearnerNode(Node):
         settings = LearnerSettings.from_values(params)
         self.core = LearnerCore(params["checkpoint"], settings, publish=self.publish_payload,
                                 state_dir=self.state_dir(params) if settings.training else None,
-                                run_id=params["run_id"], device=torch_device("learner", params["device"]), log=self.get_logger().info)
+                                run_id=params["run_id"], device=torch_device("learner", params["device"]),
+                                log=self.get_logger().info)
         self.receiver = None
         if settings.training:
             from hilserl.nodes.transitions import TransitionReceiver
