@@ -7,6 +7,7 @@ import pytest
 
 from hilserl.control.episode import EpisodeRecorder, Intervention, TeleopReading
 from hilserl.control.rules import EpisodeRules
+from hilserl.control.sensors import Observations
 from hilserl.control.steps import StampMatcher, StepLedger, StepReport
 
 FRAMES, STATE, ACTION = np.zeros((3, 4, 4), np.uint8), np.zeros(8), np.zeros(8)
@@ -65,6 +66,22 @@ def test_ledger_keeps_reports_by_key_ignores_resends_and_never_drops_a_terminal(
     matcher.last = (1, 0)
     assert matcher.common([(1, 0)]) is None
 
+
+
+def test_observations_act_once_per_step_every_sensor_shows_and_only_with_its_report():
+    sensors, ledger = Observations(["a", "b"], ["cam"], lockstep=True), StepLedger()
+    assert sensors.add_joint_state(0.0, (1, 0), ["b"], [0.2]) == "joint_states lacks positions for ['a']"
+    assert sensors.problem(0.0, stale_after=0.5) == "no image received yet on cam"
+    assert sensors.add_joint_state(0.0, (1, 0), ["b", "a", "c"], [0.2, 0.1, 9.0]) is None
+    assert sensors.q.tolist() == [0.1, 0.2]  # in `joints` order, extra joints dropped
+    sensors.add_image("cam", 0.0, (2, 0), FRAMES)
+    assert sensors.current_report(ledger, uses_reports=False) == (False, None)  # the sensors show two steps
+    sensors.add_image("cam", 9.0, (1, 0), FRAMES)
+    assert sensors.problem(9.0, stale_after=0.5) is None  # lock-step: the sim waits, nothing goes stale
+    assert sensors.current_report(ledger, uses_reports=True) == (False, None)  # the sim's report is not in
+    ledger.add(report(0, 1))  # stamp (1, 0)
+    assert sensors.current_report(ledger, uses_reports=True) == (True, report(0, 1))
+    assert sensors.current_report(ledger, uses_reports=True) == (False, None)  # that step was acted on
 
 def test_step_report_json_round_trip_and_malformed_input():
     r = report(3, 4, terminated=True, success=True)

@@ -123,6 +123,11 @@ class ArmCommander:
             return None
         return self.urdf_problem or f"waiting for the URDF on {self.urdf_source}"
 
+    def gamepad(self, reading: TeleopReading) -> str | None:
+        """Take a gamepad reading; returns the label a button asked for ("success" / "failure"), else None.
+        Ignored until the weights say which action space a person drives in."""
+        return self.teleop.update(reading) if self.teleop is not None else None
+
     def spacenav_twist(self, received: float, linear, angular) -> str | None:
         """Take a SpaceMouse reading (ee_delta only); returns why it was refused (non-finite values), else None."""
         if isinstance(self.teleop, EeTeleop):

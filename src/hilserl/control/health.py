@@ -14,7 +14,8 @@ RECENT_EPISODES = 20
 
 @dataclass
 class ActorHealth:
-    """What the actor is doing, and the Report for it. The node updates the fields; `report()` reads them."""
+    """What the actor is doing, and the Report for it. The node updates the fields; `report()` (for
+    /diagnostics) and `status()` (for `~/status`) read them."""
 
     control_hz: float
     lockstep: bool
@@ -29,6 +30,25 @@ class ActorHealth:
     _rejected_seen: int = 0
     _rejected_at: float = -math.inf
     _digest_seen: str | None = None
+
+    def enter(self, state: str, reason: str) -> bool:
+        """Switch to `state` for `reason`; True when that changes anything (the node then logs and publishes)."""
+        if (state, reason) == (self.state, self.reason):
+            return False
+        self.state, self.reason = state, reason
+        return True
+
+    def weights_rejected(self, reason: str) -> None:
+        self.rejected, self.last_rejection = self.rejected + 1, reason
+
+    def status(self, node: str, weights, digest: str | None, outbox) -> dict:
+        """What `~/status` shows; `weights`, `digest` and `outbox` as in `report()`."""
+        return {"node": node, "state": self.state, "reason": self.reason,
+                "weights_version": weights.weights_version if weights else None, "digest": digest,
+                "rejected": self.rejected, "last_rejection": self.last_rejection, "episodes": len(self.episodes),
+                "transitions_rejected": outbox.rejected_batches if outbox else 0,
+                "last_transitions_rejection": outbox.last_rejection if outbox else "",
+                "last_episode": self.episodes[-1] if self.episodes else None}
 
     def report(self, now: float, weights, digest: str | None, intervening: bool, episode_stats, outbox) -> Report:
         """`weights`: the loaded WeightsMeta (or None); `episode_stats`: the recorder's open episode; `outbox`:

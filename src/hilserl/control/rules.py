@@ -137,3 +137,14 @@ class EpisodeRules:
         self.on_episode({k: summary[k] for k in ("episode", "steps", "return", "success", "intervention_rate")}
                         | ended | {"actions": summary["steps"]} | ({"label": label} if label else {}))
         return False  # that observation ended the episode: nothing to command in it
+
+
+def episode_metrics(summary: dict) -> dict[str, float]:
+    """The scalars the metrics log keeps per finished episode."""
+    return {f"episode/{k}": summary[k] for k in ("return", "success", "intervention_rate", "steps")}
+
+
+def episode_line(summary: dict) -> str:
+    """One log line for a finished episode's summary (as `on_episode` receives it)."""
+    return (f"episode {summary['episode']} done: success={summary['success']} return={summary['return']:.2f} "
+            f"steps={summary['steps']} interventions={summary['intervention_rate']:.0%}")

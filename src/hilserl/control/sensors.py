@@ -1,8 +1,13 @@
-"""What the actor checks before acting, in plain Python: weights that fit the arm, and fresh sensors."""
+"""What the actor checks before acting, in plain Python: weights that fit the arm, and fresh sensors that show
+the same step (lock-step)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from hilserl.control.steps import Stamp, StampMatcher, StepLedger, StepReport
 
 
 def incompatibility(config, joints: Sequence[str], image_topics: Sequence[str]) -> str | None:
@@ -30,3 +35,52 @@ def observation_problem(now: float, frames: Mapping[str, tuple], image_topics: S
     if not lockstep and age > stale_after:
         return f"joint_states is stale ({age:.2f} s old, limit {stale_after} s)"
     return None
+
+
+class Observations:
+    """The newest image per camera and the newest joint positions, each kept as (received monotonic time,
+    stamp, value), and which simulation step they show in lock-step."""
+
+    def __init__(self, joints: Sequence[str], image_topics: Sequence[str], lockstep: bool):
+        self.joints, self.image_topics, self.lockstep = list(joints), list(image_topics), lockstep
+        self.frames: dict[str, tuple[float, Stamp, np.ndarray]] = {}
+        self.joint_state: tuple[float, Stamp, np.ndarray] | None = None
+        self.matcher = StampMatcher()
+
+    def add_image(self, topic: str, received: float, stamp: Stamp, rgb: np.ndarray) -> None:
+        self.frames[topic] = (received, stamp, rgb)
+
+    def add_joint_state(self, received: float, stamp: Stamp, names: Sequence[str],
+                        positions: Sequence[float]) -> str | None:
+        """Keep the positions of `joints` in their order; returns why the message cannot be used, else None."""
+        index = {name: i for i, name in enumerate(names)}
+        missing = [j for j in self.joints if j not in index]
+        if missing or len(positions) != len(names):
+            return f"joint_states lacks positions for {missing or 'some joints'}"
+        self.joint_state = (received, stamp, np.array([positions[index[j]] for j in self.joints]))
+        return None
+
+    def problem(self, now: float, stale_after: float) -> str | None:
+        return observation_problem(now, self.frames, self.image_topics, self.joint_state, stale_after, self.lockstep)
+
+    def current_report(self, ledger: StepLedger, uses_reports: bool) -> tuple[bool, StepReport | None]:
+        """(ready, the sim's report for the observation to act on; None without a sim).
+
+        Lock-step: ready once every sensor shows the same new step and, with a sim, its report is in.
+        """
+        if not self.lockstep:
+            return True, ledger.newest
+        stamp = self.matcher.common([self.frames[t][1] for t in self.image_topics] + [self.joint_state[1]])
+        report = ledger.at_stamp(stamp) if stamp is not None else None
+        if stamp is None or (report is None and uses_reports):
+            return False, None
+        self.matcher.last = stamp
+        return True, report
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        return [self.frames[t][2] for t in self.image_topics]
+
+    @property
+    def q(self) -> np.ndarray:
+        return self.joint_state[2]
