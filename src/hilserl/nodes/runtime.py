@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -35,8 +36,11 @@ def run_node(make_node: Callable[[list[str]], object], argv: list[str]) -> int:
         try:
             node = make_node(rclpy.utilities.remove_ros_args(args)[1:])
         except ParameterError as err:  # one line naming the parameter, the value and what is allowed
-            print(err, file=sys.stderr)
-            return 2
+            print(err, file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            # Nothing has started that needs closing; leaving at once also skips tearing down a half-built
+            # rclpy node after its context, which crashed such a process now and then (SIGSEGV, not exit 2).
+            os._exit(2)
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)  # the timeout bounds how long a signal waits to be seen
