@@ -217,10 +217,6 @@ class TransitionReceiver:
     def stored_through(self) -> dict[str, int]:
         return self.intake.stored_through
 
-    @property
-    def rejections_by_reason(self) -> dict[str, int]:
-        return dict(self.intake.rejections_by_reason)
-
     def on_message(self, msg: UInt8MultiArray) -> None:
         try:
             answer = self.intake.offer(msg.data)
