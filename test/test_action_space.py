@@ -34,7 +34,7 @@ def test_ee_delta_needs_the_matching_action_dim():
 
 
 def test_a_checkpoint_written_before_action_spaces_reads_as_joint_delta():
-    config, doc = read_config_file(REPO / "checkpoints" / "reach")
+    config, doc = read_config_file(REPO / "checkpoints" / "reach_joint")
     assert "action_space" not in doc["policy"]
     assert config.action_space == "joint_delta" and config.action_dim == 8
 

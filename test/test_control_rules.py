@@ -46,9 +46,22 @@ def test_recorder_pairs_each_action_with_the_outcome_that_followed():
                                                                                 (1, 0.0, True, False)]
     assert sent[1].final_frames is final and sent[0].final_frames is None and sent[1].final_state[0] == 2
     assert summary == {"episode": 0, "steps": 2, "return": -1.0, "success": True, "interventions": 1,
-                       "intervention_rate": 0.5}
+                       "intervention_rate": 0.5, "weights_version": 0}
     rec.acted(FRAMES, STATE, ACTION, intervention=False)
     assert sent[-1].episode == 0 and rec.stats.episode == 1  # the next episode has its own index
+
+
+def test_an_episode_is_credited_to_the_weights_that_chose_most_of_its_actions():
+    rec = EpisodeRecorder(lambda t: None)
+    for version, intervention in [(2, False), (3, False), (3, False), (4, True), (4, True), (4, True)]:
+        rec.acted(FRAMES, STATE, ACTION, intervention=intervention, weights_version=version)
+        rec.outcome(-1.0, False, False, False)
+    assert rec.end_episode(False)["weights_version"] == 3  # a person's steps credit no version
+    for version in (5, 6):  # a tie goes to the newer version, as the learner's guard breaks it
+        rec.acted(FRAMES, STATE, ACTION, intervention=False, weights_version=version)
+    assert rec.end_episode(True)["weights_version"] == 6
+    rec.acted(FRAMES, STATE, ACTION, intervention=True, weights_version=7)
+    assert rec.end_episode(True)["weights_version"] is None
 
 
 # -- StepLedger and StampMatcher -------------------------------------------------------------------
@@ -105,7 +118,7 @@ def test_lockstep_episode_takes_the_sims_flags_and_return():
     assert not r.observe(report(0, 2, reward=0.0, terminated=True, success=True, ret=-0.5), FRAMES, STATE)
     assert [(t.reward, t.terminated, t.success) for t in transitions] == [(-0.5, False, False), (0.0, True, True)]
     assert episodes == [{"episode": 0, "steps": 2, "return": -0.5, "success": True, "terminated": True,
-                         "truncated": False, "actions": 2, "intervention_rate": 0.5}]
+                         "truncated": False, "actions": 2, "intervention_rate": 0.5, "weights_version": 0}]
     assert r.observe(report(1, 0), FRAMES, STATE)  # the next episode
 
 
@@ -122,7 +135,7 @@ def test_real_time_sums_skipped_steps_and_reports_an_episode_end_it_never_saw():
     assert r.observe(report(5, 1), FRAMES, STATE)  # the terminal observation was never acted on
     assert [(t.reward, t.truncated) for t in transitions] == [(-1.5, True)]
     assert episodes[0] | {} == {"episode": 4, "steps": 6, "return": -9.0, "success": False, "terminated": False,
-                                "truncated": True, "actions": 1, "intervention_rate": 0.0}
+                                "truncated": True, "actions": 1, "intervention_rate": 0.0, "weights_version": 0}
     r.acted(FRAMES, STATE, ACTION, False)
     # the actor holds through a whole episode: it is still reported, with no actions of its own
     r.drop_pending()

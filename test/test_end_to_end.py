@@ -15,8 +15,8 @@ import pytest
 
 from rosutil import REPO, init_checkpoint, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
 
-SHIPPED = REPO / "checkpoints" / "reach"
-SHIPPED_EE = REPO / "checkpoints" / "reach_ee"  # end-effector actions: the actor's kinematics in the loop
+SHIPPED = REPO / "checkpoints" / "reach"  # end-effector actions: the actor's kinematics in the loop
+SHIPPED_JOINT = REPO / "checkpoints" / "reach_joint"  # per-joint actions
 EPISODES = 4
 SEED = 7000
 STARTUP = 240.0  # Genesis compiles its kernels on a machine's first scene build (~75 s)
@@ -57,7 +57,7 @@ def direct_success(checkpoint: str) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["success_rate"]
 
 
-@pytest.mark.parametrize("shipped", [SHIPPED, SHIPPED_EE], ids=["joint_delta", "ee_delta"])
+@pytest.mark.parametrize("shipped", [SHIPPED_JOINT, SHIPPED], ids=["joint_delta", "ee_delta"])
 def test_shipped_checkpoint_succeeds_through_ros_like_direct_run(tmp_path, shipped):
     if not (shipped / "model.safetensors").is_file():
         pytest.skip(f"no shipped checkpoint {shipped.name} in this tree")

@@ -8,8 +8,9 @@ the newest camera frame(s) only; the learner's buffer rebuilds stacks, so frames
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -79,6 +80,7 @@ class EpisodeStats:
     steps: int = 0
     episode_return: float = 0.0
     interventions: int = 0
+    versions: Counter = field(default_factory=Counter)  # weights version -> policy steps it chose
 
 
 class EpisodeRecorder:
@@ -96,6 +98,8 @@ class EpisodeRecorder:
                         weights_version)
         self.stats.steps += 1
         self.stats.interventions += int(intervention)
+        if not intervention:
+            self.stats.versions[weights_version] += 1
 
     def outcome(self, reward: float, terminated: bool, truncated: bool, success: bool,
                 next_frames: np.ndarray | None = None, next_state: np.ndarray | None = None) -> dict | None:
@@ -118,7 +122,9 @@ class EpisodeRecorder:
         s = self.stats
         summary = {"episode": s.episode, "steps": s.steps, "return": s.episode_return, "success": success,
                    "interventions": s.interventions,
-                   "intervention_rate": s.interventions / s.steps if s.steps else 0.0}
+                   "intervention_rate": s.interventions / s.steps if s.steps else 0.0,
+                   # the version that chose most of the policy's actions, as the learner's guard credits it
+                   "weights_version": max(s.versions, key=lambda v: (s.versions[v], v)) if s.versions else None}
         self.stats = EpisodeStats(episode=s.episode + 1)
         self.pending = None
         self.last_closed = summary

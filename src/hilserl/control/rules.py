@@ -92,11 +92,10 @@ class EpisodeRules:
     def _episode_ended(self, report: StepReport) -> None:
         if not self.started or report.episode <= self.closed_through:
             return
-        actions = interventions = 0
+        stats = {}
         if self.recorder_episode == report.episode:
             stats = self.recorder.last_closed if self.recorder.stats.steps == 0 else self.recorder.end_episode(report.success)
-            actions, interventions = stats["steps"], stats["interventions"]
-        self._emit(report, report.success, report.terminated, report.truncated, actions, interventions)
+        self._emit(report, report.success, report.terminated, report.truncated, stats)
 
     def _labelled(self, now: StepReport) -> None:
         label, self.label = self.label, None
@@ -108,14 +107,17 @@ class EpisodeRules:
             self.recorder.outcome(0.0, terminated=True, truncated=False, success=success)
         stats = self.recorder.last_closed if self.recorder.stats.steps == 0 else self.recorder.end_episode(success)
         self.acted_in = None
-        self._emit(now, success, True, False, stats["steps"], stats["interventions"], label=label)
+        self._emit(now, success, True, False, stats, label=label)
 
-    def _emit(self, report: StepReport, success: bool, terminated: bool, truncated: bool, actions: int,
-              interventions: int, label: str | None = None) -> None:
+    def _emit(self, report: StepReport, success: bool, terminated: bool, truncated: bool, stats: dict,
+              label: str | None = None) -> None:
+        """`stats`: the recorder's summary of the actor's part of the episode ({} if it took no part)."""
         self.closed_through = report.episode
+        actions, interventions = stats.get("steps", 0), stats.get("interventions", 0)
         summary = {"episode": report.episode, "steps": report.step, "return": report.episode_return,
                    "success": success, "terminated": terminated, "truncated": truncated, "actions": actions,
-                   "intervention_rate": interventions / actions if actions else 0.0}
+                   "intervention_rate": interventions / actions if actions else 0.0,
+                   "weights_version": stats.get("weights_version")}
         self.on_episode(summary | ({"label": label} if label else {}))
 
     def _observe_unreported(self, frames: np.ndarray, state: np.ndarray) -> bool:
@@ -134,7 +136,8 @@ class EpisodeRules:
         if summary is None:
             return True
         ended = {"terminated": label is not None, "truncated": truncated and label is None}
-        self.on_episode({k: summary[k] for k in ("episode", "steps", "return", "success", "intervention_rate")}
+        self.on_episode({k: summary[k] for k in ("episode", "steps", "return", "success", "intervention_rate",
+                                                 "weights_version")}
                         | ended | {"actions": summary["steps"]} | ({"label": label} if label else {}))
         return False  # that observation ended the episode: nothing to command in it
 

@@ -196,7 +196,8 @@ class EpisodeCounter:
         self.successes += int(bool(last.get("success")))
         line = (f"[bringup] episode {self.total} done ({fqn.lstrip('/')} episode {last.get('episode')}): "
                 f"success={bool(last.get('success'))} return={float(last.get('return', 0.0)):.2f} "
-                f"steps={last.get('steps')} interventions={float(last.get('intervention_rate', 0.0)):.0%}")
+                f"steps={last.get('steps')} interventions={float(last.get('intervention_rate', 0.0)):.0%} "
+                f"weights=v{last.get('weights_version')}")
         if new > 1:  # several ended between two status messages: only the newest is described
             line += f" (+{new - 1} more ended, not shown; successes may be undercounted)"
         return [line]

@@ -159,7 +159,9 @@ class Pretrainer:
             from hilserl.weights.checkpoint import read_config_file
 
             self.config, self.init_doc = read_config_file(args.init)
+            # what the checkpoint is, not the options' defaults, goes into the run's record
             args.image_size, args.num_cameras = self.config.image_size, self.config.num_cameras
+            args.action_space, args.ee_axes = self.config.action_space, self.config.ee_axes
         else:
             self.config = PolicyConfig(policy="drqv2", state_dim=0 if args.no_state else 8,
                                        hidden_dim=args.hidden_dim, feature_dim=args.feature_dim,
