@@ -12,6 +12,7 @@ import yaml
 
 from hilserl.control.episode import Transition
 from hilserl.policies import PolicyConfig, build_agent
+from hilserl.policies.actor_critic import bc_scale
 from hilserl.policies.batch import Batch, concat_batches
 from hilserl.training.guard import EpisodeVersions, PublishGuard
 
@@ -109,6 +110,15 @@ def test_critic_only_updates_hold_the_actor_and_bc_pulls_it_to_the_demonstration
         errors[weight] = bc_error(trained)
     assert metrics["bc_loss"] > 0
     assert errors[1e4] < 0.8 * min(errors[0.0], bc_error(start)), (bc_error(start), errors)
+
+
+def test_bc_is_weighted_by_the_scale_of_the_critics_values():
+    # Dense returns (Q ~ -30) steepen the Q term's gradient thirtyfold over returns near 1; BC follows suit,
+    # so one bc_weight holds for both. Small values never weaken BC below its raw weight.
+    assert bc_scale(torch.tensor([[-40.0], [-20.0]])).item() == pytest.approx(30.0)
+    assert bc_scale(torch.tensor([[0.2], [-0.5]])).item() == 1.0
+    q = torch.tensor([[-3.0]], requires_grad=True)
+    assert not bc_scale(q).requires_grad  # a weight, not a second objective on the critic
 
 
 # -- the shipped checkpoint, fine-tuned through the ROS loop --------------------------------------------------

@@ -264,8 +264,8 @@ LEARNER_PARAMS = (
     Param("load_demos", True, "Fill the demonstration buffer from CHECKPOINT/demos.safetensors at start.", "bool"),
     Param("actor_warmup_updates", 0, "Critic-only updates at start (and after a rollback) before the actor learns.",
           "int", low=0),
-    Param("bc_weight", 0.0, "Weight of behaviour cloning on demonstration/intervention rows in the actor loss.",
-          "float", low=0.0),
+    Param("bc_weight", 0.0, "Weight of behaviour cloning on demonstration/intervention rows in the actor loss, "
+          "relative to the batch's mean |Q|.", "float", low=0.0),
     Param("encoder_lr_scale", 1.0, "The encoder's learning rate relative to the critic's (0 freezes it).", "float",
           low=0.0),
     Param("guard", True, "Republish the best weights version when a newer one is clearly worse.", "bool"),

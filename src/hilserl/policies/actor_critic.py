@@ -92,6 +92,14 @@ def behaviour_cloning_loss(policy: InferencePolicy, features: torch.Tensor, stat
     return F.mse_loss(torch.tanh(mu.float()), batch.action[rows])
 
 
+def bc_scale(q: torch.Tensor) -> torch.Tensor:
+    """What the BC term is multiplied by besides `bc_weight`: the batch's mean |Q|, at least 1 (TD3+BC's
+    normalisation, Fujimoto & Gu 2021, applied to the BC side). The Q term's gradient grows with the scale of
+    the returns; weighting BC by the same scale keeps `bc_weight` meaning the same for a dense reward whose Q
+    is -40 and a sparse one whose Q is 0.5, and keeps BC from fading as a critic's values grow."""
+    return q.detach().float().abs().mean().clamp(min=1.0)
+
+
 def clamp_straight_through(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
     """The value of clamp(x), the gradient of x: as DrQ-v2 clamps its sampled actions, so an action pushed
     past the bound still tells the actor which way the critic's value rises."""

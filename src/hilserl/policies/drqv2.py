@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from hilserl.policies.actor_critic import (ActorCriticAgent, behaviour_cloning_loss, clamp_straight_through,
+from hilserl.policies.actor_critic import (ActorCriticAgent, bc_scale, behaviour_cloning_loss, clamp_straight_through,
                                             head_inputs, shifted_pixels, soft_update)
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig, parse_schedule
@@ -76,7 +76,7 @@ class DrQV2Agent(ActorCriticAgent):
                 actor_loss = self._actor_loss(features.detach(), state, self._noise(batch.action, std))
                 bc_loss = behaviour_cloning_loss(self.inference, features.detach(), state, batch, self.speed)
                 self.actor_opt.zero_grad(set_to_none=True)
-                (actor_loss + bc_weight * bc_loss).backward()
+                (actor_loss + bc_weight * bc_scale(q1) * bc_loss).backward()
             self.actor_opt.step()
             metrics |= {"actor_loss": actor_loss.item(), "bc_loss": bc_loss.item()}
 

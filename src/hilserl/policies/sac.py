@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hilserl.policies.actor_critic import (ActorCriticAgent, behaviour_cloning_loss, head_inputs, shifted_pixels,
-                                            soft_update)
+from hilserl.policies.actor_critic import (ActorCriticAgent, bc_scale, behaviour_cloning_loss, head_inputs,
+                                            shifted_pixels, soft_update)
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig
 from hilserl.policies.inference import tanh_gaussian_log_prob
@@ -93,7 +93,7 @@ class SACAgent(ActorCriticAgent):
                                                         alpha)
                 bc_loss = behaviour_cloning_loss(self.inference, features.detach(), state, batch, self.speed)
                 self.actor_opt.zero_grad(set_to_none=True)
-                (actor_loss + bc_weight * bc_loss).backward()
+                (actor_loss + bc_weight * bc_scale(q1) * bc_loss).backward()
             self.actor_opt.step()
 
             alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
