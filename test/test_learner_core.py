@@ -91,6 +91,38 @@ def test_core_trains_publishes_resumes_and_reports_errors(tmp_path):
     assert report.level == ERROR and "ZeroDivisionError" in report.message and core.train_step() == 0
 
 
+def test_a_clearly_worse_version_is_rolled_back_with_a_warning_and_the_best_tensors_again(tmp_path):
+    ckpt = init_checkpoint(tmp_path / "ckpt", "drqv2", "--seed", "4", *SMALL)["path"]
+    sent, logged, warned = [], [], []
+    settings = LearnerSettings(batch_size=8, warmup_transitions=10_000, guard_min_episodes=4, guard_window=5)
+    core = LearnerCore(ckpt, settings, publish=lambda payload, meta, reason: sent.append((meta, reason)),
+                       state_dir=tmp_path / "state", log=logged.append, warn=warned.append)
+    core.publish_weights("start-up")
+    for episode in range(5):
+        core.store_batch("/actor#a", policy_episode(episode, core.agent.config, version=1, success=True))
+    core.apply_guard()
+    assert not warned and len(sent) == 1  # nothing worse yet
+    core.agent.inference.actor.trunk[0].weight.data.add_(1.0)  # what training would change
+    core.publish_weights("training")
+    for episode in range(5, 10):
+        core.store_batch("/actor#a", policy_episode(episode, core.agent.config, version=2, success=False))
+    core.apply_guard()
+    assert len(warned) == 1 and warned[0].startswith("guard: rollback to v1") and not any("guard" in m for m in logged)
+    (v1, _), (v2, _), (v3, reason) = sent
+    assert reason == "rollback to v1" and v3.weights_version == 3
+    assert v3.digest == v1.digest != v2.digest  # the best version's exact tensors, under a new number
+    assert core.health().level != ERROR and "rollback" in core.health().message
+
+
+def policy_episode(episode: int, config, version: int, success: bool) -> list[Transition]:
+    """An episode the policy acted all of (no interventions), by weights `version`."""
+    out = transitions(episode, 3, config)
+    for t in out:
+        t.intervention, t.weights_version = False, version
+    out[-1].success = success
+    return out
+
+
 def test_swap_checkpoint_refuses_another_config(tmp_path):
     ckpt = init_checkpoint(tmp_path / "a", "drqv2", "--seed", "1", *SMALL)["path"]
     other = init_checkpoint(tmp_path / "b", "drqv2", "--seed", "2", "--image-size", "24")["path"]
@@ -104,3 +136,28 @@ def test_swap_checkpoint_refuses_another_config(tmp_path):
     core.publish_weights("swap")
     digests = [decode_weights(p)[0].digest for p in payloads]
     assert digests[0] != digests[1] and core.health().level == OK
+
+
+def test_a_pixels_only_ee_learner_refuses_an_arm_with_another_joint_count_before_journalling_it(tmp_path):
+    from hilserl.replay.wire import encode_transitions
+
+    ckpt = init_checkpoint(tmp_path / "ckpt", "drqv2", "--seed", "5", "--action-space", "ee_delta", *SMALL)["path"]
+    settings = LearnerSettings(batch_size=8, warmup_transitions=10_000, load_demos=False)
+    core = LearnerCore(ckpt, settings, publish=lambda *a: None, state_dir=tmp_path / "state")
+    config = core.agent.config
+    assert config.state_dim == 0 and core.stored_joints() is None  # the config does not fix the joint count
+
+    def batch(stream: str, joints: int) -> bytes:
+        rows = transitions(0, 3, config)
+        for t in rows:
+            t.state, t.action = np.zeros(joints, np.float32), np.zeros(config.action_dim, np.float32)
+            t.final_state = None if t.final_state is None else np.zeros(joints, np.float32)
+        return encode_transitions(rows, actor_id=stream, seq=1, config_fingerprint=config.fingerprint())
+
+    assert not core.intake.offer(batch("/panda#1", 9)).is_rejection
+    assert core.stored_joints() == 9 and core.buffer_sizes()["online"] == 3
+    answer = core.intake.offer(batch("/ur5#1", 6))  # a second arm with six joints
+    assert answer.is_rejection and "the learner's buffers hold 9" in answer.reason, answer
+    assert core.buffer_sizes()["online"] == 3
+    journalled = sorted(p.name for p in (tmp_path / "state" / "journal").rglob("*") if p.is_file())
+    assert not any(name.endswith(".safetensors") for name in journalled if "ur5" in name), journalled

@@ -47,7 +47,7 @@ class LearnerNode(Node):
         self.core = LearnerCore(params["checkpoint"], settings, publish=self.publish_payload,
                                 state_dir=self.state_dir(params) if settings.training else None,
                                 run_id=params["run_id"], device=torch_device("learner", params["device"]),
-                                log=self.get_logger().info)
+                                log=self.get_logger().info, warn=self.get_logger().warning)
         self.receiver = None
         if settings.training:
             from hilserl.nodes.transitions import TransitionReceiver

@@ -87,10 +87,12 @@ class TransitionIntake:
     """`offer(payload) -> Answer`; `store(stream, transitions)` runs exactly once per stored batch, in order."""
 
     def __init__(self, journal_dir: Path, store: Callable[[str, list[Transition]], None],
-                 config: Callable[[], PolicyConfig], quarantine_dir: Path | None = None, log=print):
+                 config: Callable[[], PolicyConfig], quarantine_dir: Path | None = None, log=print,
+                 joints: Callable[[], int | None] = lambda: None):
+        """`joints()`: the joint count already stored, for a policy whose config does not fix it (else None)."""
         self.journal = Path(journal_dir)
         self.quarantine = Path(quarantine_dir) if quarantine_dir else self.journal.parent / "quarantine"
-        self.store, self.config, self.log = store, config, log
+        self.store, self.config, self.joints, self.log = store, config, joints, log
         self.journal.mkdir(parents=True, exist_ok=True)
         self.streams: dict[str, StreamState] = {}
         self.held_bytes = 0
@@ -118,7 +120,7 @@ class TransitionIntake:
         stream, digest = meta["actor_id"], meta["digest"]
         problem = None
         try:
-            seq = validate(meta, tensors, self.config()).seq
+            seq = validate(meta, tensors, self.config(), self.joints()).seq
         except TransitionsError as err:
             if err.kind in ("stream_id", "sequence"):  # the id itself is wrong: there is no stream to settle
                 return self._refuse(stream[:MAX_STREAM_CHARS], None, err, payload)
@@ -263,7 +265,7 @@ class TransitionIntake:
                     self._settle(state, seq, (str(record["digest"]), str(record["kind"]), str(record["reason"])))
                     continue
                 meta, tensors = read_transitions(path.read_bytes())
-                batch = validate(meta, tensors, self.config())
+                batch = validate(meta, tensors, self.config(), self.joints())
                 if (batch.stream, batch.seq) != (stream, seq):
                     raise TransitionsError(f"holds batch {batch.seq} of stream {batch.stream!r}", kind="journal")
                 transitions = to_transitions(tensors)

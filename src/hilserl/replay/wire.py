@@ -199,7 +199,8 @@ def _number(meta: dict[str, str], key: str, limit: int, kind: str) -> int:
     return int(text)
 
 
-def validate(meta: dict[str, str], tensors: dict[str, torch.Tensor], config: PolicyConfig | None) -> Batch:
+def validate(meta: dict[str, str], tensors: dict[str, torch.Tensor], config: PolicyConfig | None,
+             stored_joints: int | None = None) -> Batch:
     """Raise TransitionsError unless the batch would be stored exactly as sent by a buffer for `config`.
 
     Checks the stream id (length, characters), the sequence number and count, the policy config fingerprint,
@@ -207,6 +208,8 @@ def validate(meta: dict[str, str], tensors: dict[str, torch.Tensor], config: Pol
     against the joints, one row per transition), finite values, actions within [-1, 1], 0/1 flags,
     non-negative episode and step numbers, and final_* rows only for transitions that ended their episode.
     `config=None` checks the batch against the frame size and joint count its own tensors declare.
+    `stored_joints`: the joint count the receiver already stores, for a policy whose config does not fix it
+    (pixels-only `ee_delta`).
     """
     stream = meta["actor_id"]
     if not 1 <= len(stream) <= MAX_STREAM_CHARS or not STREAM_CHARS.fullmatch(stream):
@@ -227,6 +230,10 @@ def validate(meta: dict[str, str], tensors: dict[str, torch.Tensor], config: Pol
     if not 1 <= joints <= MAX_JOINTS:
         raise TransitionsError(f"transitions state has shape {list(tensors['state'].shape)}: one row of 1 to "
                                f"{MAX_JOINTS} joint positions per transition", kind="shape")
+    if stored_joints is not None and ANY_WIDTH in FIELDS["state"].row_shape(config) and joints != stored_joints:
+        raise TransitionsError(f"transitions state has {joints} joint positions per row, the learner's buffers "
+                               f"hold {stored_joints} (the arm of its first transitions): one learner trains one arm",
+                               kind="shape")
     for name, f in FIELDS.items():
         rows = batch.count if name in STEP_FIELDS else tensors["final_index"].shape[0]
         expected = (rows, *(joints if width == ANY_WIDTH else width for width in f.row_shape(config)))

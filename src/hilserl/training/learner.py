@@ -84,11 +84,13 @@ def load_checkpoint_agent(checkpoint: str | Path, device: str = "cpu"):
 
 class LearnerCore:
     def __init__(self, checkpoint: str | Path, settings: LearnerSettings, publish: Publish,
-                 state_dir: Path | None = None, run_id: str = "", device: str = "cpu", log=None):
+                 state_dir: Path | None = None, run_id: str = "", device: str = "cpu", log=None, warn=None):
         """`state_dir` holds the journal, run.json and the training state (a restart on it resumes the run);
-        it is needed when `settings.training`. `log(message)` receives what an operator should read."""
+        it is needed when `settings.training`. `log(message)` receives what an operator should read, `warn(message)`
+        what they should act on (a guard rollback); it defaults to `log`."""
         self.settings, self.publish, self.device = settings, publish, device
         self.log = log or (lambda message: None)
+        self.warn = warn or self.log
         self.lock = threading.RLock()  # guards the agent between the training thread and publishing
         self.buffer_lock = threading.Lock()  # guards the buffers between the intake and sampling
         self.run_id = run_id or uuid.uuid4().hex[:12]
@@ -135,7 +137,8 @@ class LearnerCore:
         self.loop = TrainingLoop(self.agent, self.sample, s, publish=self.publish_weights, save=self.save_state)
         self.resume()
         # Every batch is checked against the policy before it is journalled; the journal is replayed here.
-        self.intake = TransitionIntake(self.journal_dir, self.store_batch, lambda: self.agent.config, log=self.log)
+        self.intake = TransitionIntake(self.journal_dir, self.store_batch, lambda: self.agent.config, log=self.log,
+                                       joints=self.stored_joints)
         replayed = self.intake.replay()
         if replayed:
             self.log(f"journal replayed: {replayed} transitions from {self.intake.stored_through}")
@@ -175,6 +178,15 @@ class LearnerCore:
             self.demos.add(t, DEMO_EPISODE_KEYS + t.episode)  # never an actor's episode key
         self.log(f"loaded {len(transitions)} demonstration transitions "
                  f"({len({t.episode for t in transitions})} episodes) from {path}")
+
+    def stored_joints(self) -> int | None:
+        """The joint count the buffers hold once they hold anything (a pixels-only policy takes it from the first
+        transitions stored), so a batch from an arm with another count is refused before it is journalled."""
+        with self.buffer_lock:
+            for buffer in (self.online, self.demos):
+                if buffer.written:
+                    return buffer.states.shape[1]
+        return None
 
     def store_batch(self, actor_id: str, transitions: list) -> None:
         """One batch of stream `actor_id`, in order (the receiver calls this once per stored batch)."""
@@ -246,7 +258,7 @@ class LearnerCore:
         restore_agent(self.agent, rollback.snapshot)
         self.loop.hold_actor()
         self.guard_warning = rollback.reason
-        self.log(f"guard: {rollback.reason}; republishing v{rollback.best_version}'s weights")
+        self.warn(f"guard: {rollback.reason}; republishing v{rollback.best_version}'s weights")
         self.publish_weights(reason=f"rollback to v{rollback.best_version}", copy_of=rollback.best_version)
 
     # -- weights ---------------------------------------------------------------------------------
