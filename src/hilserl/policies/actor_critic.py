@@ -131,6 +131,19 @@ def grasp_cloning_loss(q: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(q.float(), command)
 
 
+def cloning_loss(policy: InferencePolicy, pixels: torch.Tensor, state: torch.Tensor | None,
+                 labels: torch.Tensor) -> torch.Tensor:
+    """Pretraining's behaviour cloning on whole labelled actions, every inference module trained: MSE of the
+    deterministic arm action, plus, for a discrete gripper, the grasp critic's cross-entropy on the labels'
+    gripper commands."""
+    features, state = policy.head_inputs(pixels, state)
+    mu, _ = policy.actor(features, state)
+    loss = F.mse_loss(torch.tanh(mu.float()), labels[:, :policy.config.arm_action_dim])
+    if policy.grasp_critic is not None:
+        loss = loss + grasp_cloning_loss(policy.grasp_critic(features, state), gripper_command_index(labels[:, -1]))
+    return loss
+
+
 def bc_scale(q: torch.Tensor) -> torch.Tensor:
     """What the BC term is multiplied by besides `bc_weight`: the batch's mean |Q|, at least 1 (TD3+BC's
     normalisation, Fujimoto & Gu 2021, applied to the BC side). The Q term's gradient grows with the scale of
