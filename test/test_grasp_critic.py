@@ -42,8 +42,10 @@ def discrete_batch(config: PolicyConfig, seed: int = 0) -> Batch:
     arm = torch.rand(n, config.arm_action_dim, generator=g) * 2 - 1
     gripper = torch.tensor([[-1.0], [0.0], [1.0], [0.2]])
     return Batch(pixels=pixels(), next_pixels=pixels(), action=torch.cat([arm, gripper], dim=1),
-                 reward=torch.tensor([[1.0], [0.5], [-0.25], [2.0]]), discount=torch.tensor([[0.9], [0.0], [0.81], [0.9]]),
-                 state=torch.randn(n, config.state_dim, generator=g), next_state=torch.randn(n, config.state_dim, generator=g),
+                 reward=torch.tensor([[1.0], [0.5], [-0.25], [2.0]]),
+                 discount=torch.tensor([[0.9], [0.0], [0.81], [0.9]]),
+                 state=torch.randn(n, config.state_dim, generator=g),
+                 next_state=torch.randn(n, config.state_dim, generator=g),
                  demo=torch.tensor([True, False, True, False]))
 
 
@@ -239,4 +241,5 @@ def test_init_checkpoint_writes_a_discrete_gripper_checkpoint(tmp_path, capsys):
     assert policy.config.gripper == "discrete" and policy.config.grasp_penalty == 0.05
     assert policy.grasp_critic is not None and printed["inference_digest"] == inference_digest(policy)
     with pytest.raises(SystemExit):
-        init_checkpoint.main(["--policy", "drqv2", "--seed", "0", "--out", str(tmp_path / "bad"), "--gripper", "discrete"])
+        init_checkpoint.main(["--policy", "drqv2", "--seed", "0", "--out", str(tmp_path / "bad"),
+                              "--gripper", "discrete"])

@@ -188,7 +188,8 @@ class InferencePolicy(nn.Module):
         if not deterministic and step < self.uniform_exploration_steps:
             action = torch.rand(shape, generator=generator) * 2 - 1
             if self.grasp_critic is not None:  # a command, not a value in between
-                command = torch.tensor(GRIPPER_COMMANDS)[torch.randint(len(GRIPPER_COMMANDS), (1, 1), generator=generator)]
+                index = torch.randint(len(GRIPPER_COMMANDS), (1, 1), generator=generator)
+                command = torch.tensor(GRIPPER_COMMANDS)[index]
                 action = torch.cat([action, command], dim=-1)
             return action.squeeze(0).numpy().astype(np.float64)
         px = torch.as_tensor(pixels).unsqueeze(0).to(self.device)
