@@ -16,6 +16,11 @@ from typing import Any
 from hilserl.kinematics.action_space import ACTION_SPACES, DEFAULT_EE_ROT_STEP, DEFAULT_EE_STEP, EeActionSpace
 from hilserl.names import PANDA_JOINTS, POLICY_TYPES  # noqa: F401 - re-exported for the policies
 
+GRIPPER_MODES = ("continuous", "discrete")
+# The discrete gripper's settings, written only when gripper is "discrete": a continuous config's JSON (and so
+# its fingerprint) is the same as before the fields existed.
+DISCRETE_GRIPPER_FIELDS = ("gripper", "grasp_penalty", "grasp_epsilon")
+
 
 @dataclass(frozen=True)
 class PolicyConfig:
@@ -43,6 +48,14 @@ class PolicyConfig:
     ee_axes: str = "xyz"
     ee_step: float = DEFAULT_EE_STEP
     ee_rot_step: float = DEFAULT_EE_ROT_STEP
+    # The gripper value of an ee_delta action: "continuous" = the actor head outputs it like every other value;
+    # "discrete" = the actor head outputs the arm's values only and a grasp critic (Q over the commands close,
+    # stay, open = -1, 0, +1) picks the gripper command: argmax, epsilon-greedy while exploring. Training
+    # subtracts grasp_penalty from the grasp critic's reward on every transition whose executed gripper command
+    # moved the fingers (close or open, not stay). Configs written before these fields existed read as continuous.
+    gripper: str = "continuous"
+    grasp_penalty: float = 0.02
+    grasp_epsilon: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -63,6 +76,28 @@ class PolicyConfig:
         if self.action_space == "ee_delta" and self.action_dim != ee.dim:
             raise ValueError(f"policy config: an ee_delta policy with ee_axes {self.ee_axes!r} has action_dim "
                              f"{ee.dim} (motion + gripper), got {self.action_dim}")
+        if self.gripper not in GRIPPER_MODES:
+            raise ValueError(f"policy config: gripper must be one of {GRIPPER_MODES}, got {self.gripper!r}")
+        if self.gripper == "discrete" and self.action_space != "ee_delta":
+            raise ValueError("policy config: gripper 'discrete' needs action_space 'ee_delta' (the gripper value is "
+                             f"its last action), got {self.action_space!r}")
+        if self.gripper == "continuous" and (self.grasp_penalty, self.grasp_epsilon) != (
+                PolicyConfig.grasp_penalty, PolicyConfig.grasp_epsilon):
+            raise ValueError("policy config: grasp_penalty and grasp_epsilon apply to gripper 'discrete' only")
+        if not self.grasp_penalty >= 0:
+            raise ValueError(f"policy config: grasp_penalty must be >= 0, got {self.grasp_penalty}")
+        if not 0 <= self.grasp_epsilon <= 1:
+            raise ValueError(f"policy config: grasp_epsilon must be in [0, 1], got {self.grasp_epsilon}")
+
+    @property
+    def discrete_gripper(self) -> bool:
+        return self.gripper == "discrete"
+
+    @property
+    def arm_action_dim(self) -> int:
+        """Action values the actor head outputs (and the continuous critics read): all of them, or all but the
+        gripper value when a grasp critic picks it."""
+        return self.action_dim - 1 if self.discrete_gripper else self.action_dim
 
     @property
     def image_channels(self) -> int:
@@ -77,7 +112,11 @@ class PolicyConfig:
             raise ValueError(f"policy config: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.discrete_gripper:
+            for name in DISCRETE_GRIPPER_FIELDS:
+                del data[name]
+        return data
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace, so equal configs give equal text."""

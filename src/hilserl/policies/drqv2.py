@@ -45,9 +45,6 @@ class DrQV2Agent(ActorCriticAgent):
             self._target_q, self._critic_q, self._actor_loss = (
                 torch.compile(f) for f in (self._target_q, self._critic_q, self._actor_loss))
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"encoder": self.encoder_opt, "actor": self.actor_opt, "critic": self.critic_opt}
-
     def update(self, batch: Batch, step: int, update_actor: bool = True, bc_weight: float = 0.0) -> dict[str, float]:
         """One DrQ-v2 update. `update_actor=False`: the critic (and encoder) only, e.g. while a pretrained
         actor waits for the critic to learn. `bc_weight`: adds bc_weight * behaviour_cloning_loss to the actor's."""
@@ -56,10 +53,11 @@ class DrQV2Agent(ActorCriticAgent):
         # same seed, the plain update in test/drqv2_reference.py sees the same augmentation and noise.
         pixels, next_pixels = shifted_pixels(batch, self.hyper.augment_pad)
         std = parse_schedule(self.config.stddev_schedule, step)
+        action = self.arm_action(batch.action)  # all of it, or without a discrete gripper's command
 
-        target_q = self._target_q(next_pixels, batch.next_state, batch.reward, batch.discount,
-                                  self._noise(batch.action, std))
-        features, state, q1, q2 = self._critic_q(pixels, batch.state, batch.action)
+        target_q, next_features, next_state = self._target_q(next_pixels, batch.next_state, batch.reward,
+                                                             batch.discount, self._noise(action, std))
+        features, state, q1, q2 = self._critic_q(pixels, batch.state, action)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         self.encoder_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -73,12 +71,13 @@ class DrQV2Agent(ActorCriticAgent):
             # The actor learns through detached features: the encoder is shaped by the critic alone. The
             # (just updated) critic is only read, so its weights get no gradient and its trunk no backward.
             with read_only(self.critic):
-                actor_loss = self._actor_loss(features.detach(), state, self._noise(batch.action, std))
+                actor_loss = self._actor_loss(features.detach(), state, self._noise(action, std))
                 bc_loss = behaviour_cloning_loss(self.inference, features.detach(), state, batch, self.speed)
                 self.actor_opt.zero_grad(set_to_none=True)
                 (actor_loss + bc_weight * bc_scale(q1) * bc_loss).backward()
             self.actor_opt.step()
             metrics |= {"actor_loss": actor_loss.item(), "bc_loss": bc_loss.item()}
+        metrics |= self.update_grasp_critic(features, state, next_features, next_state, batch, bc_weight)
 
         soft_update(self.critic_target, self.critic, self.hyper.critic_target_tau)
         return metrics
@@ -91,13 +90,14 @@ class DrQV2Agent(ActorCriticAgent):
     # The three forward phases; each runs in its own autocast context (see SpeedSettings.autocast).
 
     def _target_q(self, next_pixels: torch.Tensor, next_state: torch.Tensor | None, reward: torch.Tensor,
-                  discount: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+                  discount: torch.Tensor, noise: torch.Tensor):
+        """(target Q, and the next observation's features and state, which the grasp critic's target reads)."""
         with torch.no_grad(), self.speed.autocast(self.device):
             next_features, next_state = head_inputs(self.inference, next_pixels, next_state, self.speed)
             next_mu, _ = self.inference.actor(next_features, next_state)
             next_action = (torch.tanh(next_mu.float()) + noise).clamp(-1.0, 1.0)
             target_q1, target_q2 = self.critic_target(next_features, next_state, next_action)
-            return torch.addcmul(reward, discount, torch.min(target_q1, target_q2))
+            return torch.addcmul(reward, discount, torch.min(target_q1, target_q2)), next_features, next_state
 
     def _critic_q(self, pixels: torch.Tensor, state: torch.Tensor | None, action: torch.Tensor):
         with self.speed.autocast(self.device):

@@ -44,15 +44,14 @@ class SACAgent(ActorCriticAgent):
         if config.freeze_encoder:  # its optimiser then never sees a gradient
             self.inference.encoder.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(self.hyper.init_temperature), device=self.device))
-        self.target_entropy = -float(config.action_dim)
+        self.target_entropy = -float(config.arm_action_dim)
         self.alpha_opt = self.speed.adam([self.log_alpha], self.hyper.lr)
         if self.speed.compile:
             self._encode, self._target_q, self._critic_q, self._actor_loss = (
                 torch.compile(f) for f in (self._encode, self._target_q, self._critic_q, self._actor_loss))
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"encoder": self.encoder_opt, "actor": self.actor_opt, "critic": self.critic_opt,
-                "alpha": self.alpha_opt}
+        return super().optimizers() | {"alpha": self.alpha_opt}
 
     def update(self, batch: Batch, step: int, update_actor: bool = True, bc_weight: float = 0.0) -> dict[str, float]:
         """One SAC update; `update_actor` and `bc_weight` as in DrQV2Agent.update (the temperature learns with
@@ -61,6 +60,7 @@ class SACAgent(ActorCriticAgent):
         # Random draws in a fixed order: shifts of obs, of next obs, target sample, actor sample.
         pixels, next_pixels = shifted_pixels(batch, self.hyper.augment_pad)
         alpha = self.log_alpha.exp().detach()
+        action = self.arm_action(batch.action)  # all of it, or without a discrete gripper's command
         n = len(batch)
         if self.config.freeze_encoder:
             # Nothing trains the encoder, so both observations go through it in one no-grad pass.
@@ -75,8 +75,8 @@ class SACAgent(ActorCriticAgent):
                 next_features, next_state = self._encode(next_pixels, batch.next_state)
 
         target_q = self._target_q(next_features, next_state, batch.reward, batch.discount,
-                                  torch.randn_like(batch.action), alpha)
-        q1, q2 = self._critic_q(features, state, batch.action)
+                                  torch.randn_like(action), alpha)
+        q1, q2 = self._critic_q(features, state, action)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
         self.encoder_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -89,7 +89,7 @@ class SACAgent(ActorCriticAgent):
         if update_actor:
             # Detached features, and a read-only critic: the actor loss trains the actor head alone.
             with read_only(self.critic):
-                actor_loss, log_prob = self._actor_loss(features.detach(), state, torch.randn_like(batch.action),
+                actor_loss, log_prob = self._actor_loss(features.detach(), state, torch.randn_like(action),
                                                         alpha)
                 bc_loss = behaviour_cloning_loss(self.inference, features.detach(), state, batch, self.speed)
                 self.actor_opt.zero_grad(set_to_none=True)
@@ -102,6 +102,7 @@ class SACAgent(ActorCriticAgent):
             self.alpha_opt.step()
             metrics |= {"actor_loss": actor_loss.item(), "bc_loss": bc_loss.item(), "alpha_loss": alpha_loss.item(),
                         "entropy": -log_prob.mean().item()}
+        metrics |= self.update_grasp_critic(features, state, next_features, next_state, batch, bc_weight)
 
         soft_update(self.critic_target, self.critic, self.hyper.critic_target_tau)
         return metrics

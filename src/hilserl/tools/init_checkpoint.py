@@ -13,6 +13,7 @@ import torch
 
 from hilserl.kinematics.action_space import ACTION_SPACES, EE_AXES, action_dim_for
 from hilserl.policies import POLICY_TYPES, PolicyConfig, build_agent
+from hilserl.policies.config import GRIPPER_MODES
 from hilserl.weights.checkpoint import save_checkpoint
 from hilserl.weights.codec import EXPLORATION_KEY
 from hilserl.weights.loader import inference_digest
@@ -30,6 +31,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ee-axes", choices=tuple(EE_AXES), default=PolicyConfig.ee_axes)
     parser.add_argument("--ee-step", type=float, default=PolicyConfig.ee_step, help="m per step at action 1")
     parser.add_argument("--ee-rot-step", type=float, default=PolicyConfig.ee_rot_step, help="rad per step at action 1")
+    parser.add_argument("--gripper", choices=GRIPPER_MODES, default=PolicyConfig.gripper,
+                        help="ee_delta only: discrete = a grasp critic picks close/stay/open (-1/0/+1)")
+    parser.add_argument("--grasp-penalty", type=float, default=PolicyConfig.grasp_penalty,
+                        help="discrete gripper: reward subtracted per step whose gripper command moves the fingers")
+    parser.add_argument("--grasp-epsilon", type=float, default=PolicyConfig.grasp_epsilon,
+                        help="discrete gripper: chance of a random gripper command while exploring")
     parser.add_argument("--action-dim", type=int, default=None,
                         help=f"default: {PolicyConfig.action_dim} for joint_delta, motion + 1 gripper value "
                              "for ee_delta")
@@ -48,7 +55,9 @@ def main(argv: list[str]) -> int:
         action_dim = args.action_dim or action_dim_for(args.action_space, args.ee_axes, PolicyConfig.action_dim)
         config = PolicyConfig(policy=args.policy, action_dim=action_dim, state_dim=args.state_dim,
                               action_space=args.action_space, ee_axes=args.ee_axes, ee_step=args.ee_step,
-                              ee_rot_step=args.ee_rot_step,
+                              ee_rot_step=args.ee_rot_step, gripper=args.gripper,
+                              **({"grasp_penalty": args.grasp_penalty, "grasp_epsilon": args.grasp_epsilon}
+                                 if args.gripper == "discrete" else {}),
                               image_size=args.image_size, frame_stack=args.frame_stack,
                               hidden_dim=args.hidden_dim, stddev_schedule=args.stddev_schedule)
     except ValueError as err:

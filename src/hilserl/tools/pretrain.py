@@ -40,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hilserl.kinematics.action_space import ACTION_SPACES, EE_AXES, action_dim_for
 from hilserl.policies import PolicyConfig, build_agent, resolve_device
+from hilserl.policies.actor_critic import cloning_loss
 from hilserl.policies.augment import random_shift
 from hilserl.policies.batch import concat_batches
 
@@ -309,7 +309,8 @@ class Pretrainer:
               f"{len(self.buffer)} transitions", file=sys.stderr)
 
     def clone(self, updates: int, stage: str) -> None:
-        """Behaviour cloning: MSE between the policy's deterministic action and the expert's label."""
+        """Behaviour cloning: MSE between the policy's deterministic action and the expert's label (a discrete
+        gripper: on the arm's values, plus the grasp critic's cross-entropy on the label's gripper command)."""
         from tqdm import tqdm
 
         policy = self.agent.inference.train()
@@ -320,8 +321,7 @@ class Pretrainer:
                                      for t in self.buffer.bc_batch(self.args.batch_size, self.rng))
             with torch.autocast(self.agent.device.type, dtype=torch.bfloat16, enabled=bf16):
                 pixels = random_shift(pixels.float(), self.agent.hyper.augment_pad)
-                action = policy(pixels, state)
-            loss = F.mse_loss(action.float(), labels)
+                loss = cloning_loss(policy, pixels, state, labels)
             self.bc_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.bc_opt.step()

@@ -1,8 +1,8 @@
 """Checkpoints as a directory: `config.json` + `model.safetensors`. No pickle.
 
 `model.safetensors` holds the inference state under its wire names (`encoder.*`, `actor.*`,
-`state_norm.*`) and, for a learner checkpoint, the training-only tensors (`critic.*`,
-`critic_target.*`, `log_alpha`). An actor or `infer` reads only the inference part.
+`state_norm.*`, `grasp_critic.*`) and, for a learner checkpoint, the training-only tensors (`critic.*`,
+`critic_target.*`, `grasp_critic_target.*`, `log_alpha`). An actor or `infer` reads only the inference part.
 
 Tensors are written from CPU copies and always read onto the CPU first, then moved to the device asked
 for: a checkpoint written on a GPU loads on a CPU-only machine and back. `config.json` of a fresh
@@ -129,6 +129,8 @@ def load_agent_weights(agent: nn.Module, ckpt_dir: str | Path) -> list[str]:
     full = {INFERENCE_PREFIX + k: v for k, v in inference.items()} | training
     agent.load_state_dict(full, strict=True)  # copies onto the agent's device
     agent.inference.uniform_exploration_steps = uniform_exploration_steps(doc)
-    if notes:
+    if notes:  # fresh targets start equal to their networks
         agent.critic_target.load_state_dict(agent.critic.state_dict())
+        if agent.grasp_critic_target is not None:
+            agent.grasp_critic_target.load_state_dict(agent.inference.grasp_critic.state_dict())
     return notes

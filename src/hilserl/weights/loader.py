@@ -23,6 +23,9 @@ def check_state_matches(expected: Mapping[str, torch.Tensor], given: Mapping[str
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
     problems = []
+    absent_modules = sorted({name.split(".", 1)[0] for name in expected} - {name.split(".", 1)[0] for name in given})
+    if absent_modules:  # e.g. a head without its encoder, or a discrete gripper's policy without its grasp critic
+        problems.append(f"missing whole module(s) {absent_modules}")
     if missing:
         problems.append(f"missing {missing[:6]}{' ...' if len(missing) > 6 else ''}")
     if unexpected:
