@@ -152,6 +152,7 @@ def scenario(host: SecondHost, tmp_path: Path) -> None:
     probe = Probe(domain)
     history = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     learner_status = probe.subscribe(String, "/learner/status", history)
+    sim_status = probe.subscribe(String, "/sim/status", history)
     probe.subscribe(String, "/actor/weights_loaded", history)
     commands = probe.subscribe(Float64MultiArray, "/forward_position_controller/commands", qos_profile_sensor_data)
     monitor = Monitor(probe)
@@ -187,6 +188,8 @@ def scenario(host: SecondHost, tmp_path: Path) -> None:
         wait_for(loaded, STARTUP, "the remote actor to load weights", procs)
         expect_loaded_as_published()
         assert published_digests(learner)[1] == checkpoint_digest, "v1 is not the checkpoint's weights"
+        # The actor commands once the sim streams (its Genesis scene may still be building on a busy CPU).
+        wait_for(lambda: sim_status, STARTUP, "the remote sim's status on this host", procs)
         wait_for(lambda: commands, 30, "the remote actor's arm commands to be seen on this host", procs)
         wait_for(lambda: status().get("transitions_stored", 0) >= 40 and status()["weights_version"] >= 2, STARTUP,
                  "transitions from the remote actor stored, and the learner training on them", procs)
