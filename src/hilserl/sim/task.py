@@ -147,7 +147,7 @@ VARIANTS: dict[str, dict] = {
     # to the light, the camera mounting, the colours, the cube and its friction.
     "shifted": {"light_intensity": 2.0, "ambient": 0.15, "light_direction": (0.3, -0.6, -1.0),
                 "cube_color": (0.8, 0.3, 0.1), "floor_color": (0.5, 0.5, 0.52), "cube_size": 0.055,
-                "cube_friction": 0.5, "camera_offset": (0.0, 0.05, 0.03), "camera_pan": 4.0, "camera_tilt": 3.0},
+                "cube_friction": 0.5, "camera_offset": (0.0, 0.04, 0.03), "camera_pan": 3.0, "camera_tilt": 2.0},
 }
 
 
