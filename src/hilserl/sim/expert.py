@@ -25,10 +25,9 @@ import pinocchio as pin
 
 from hilserl.kinematics.action_space import EeActionSpace
 from hilserl.kinematics.panda import panda_arm
-from hilserl.robot import ACTION_SCALE, TCP_OFFSET
+from hilserl.robot import ACTION_SCALE, FINGER_CLOSED, FINGER_OPEN, TCP_OFFSET
 from hilserl.sim.task import Observation, PandaTask, TaskConfig
 
-FINGER_OPEN, FINGER_CLOSED = 0.04, 0.0
 APPROACH_HEIGHT = 0.10  # m above the cube's centre before coming down (push, lift)
 XY_TOLERANCE = 0.012  # m: close enough above the cube / behind it to come down
 GRASP_TOLERANCE = 0.012  # m: gripper centre this close to the cube's centre closes the fingers

@@ -28,12 +28,15 @@ twist_scale is 1 / the actor's teleop_scale.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hilserl.robot import JOINTS
-from hilserl.sim.expert import FINGER_CLOSED, ScriptedExpert
+from hilserl.robot import FINGER_CLOSED, JOINTS
 from hilserl.sim.task import Observation
+
+if TYPE_CHECKING:  # the expert brings pinocchio, which the node parameter tables need not load
+    from hilserl.sim.expert import ScriptedExpert
 
 WATCH, TAKE_OVER, DRIVE, LET_GO = "watch", "take_over", "drive", "let_go"
 CLOSE_BUTTON, OPEN_BUTTON = 0, 1  # the SpaceMouse's left and right buttons, as the actor reads them
