@@ -207,10 +207,12 @@ def to_numpy(x) -> np.ndarray:
 def mounted_camera(pos, lookat, config: TaskConfig) -> tuple[np.ndarray, np.ndarray]:
     """A camera's (position, look-at) after the config's fixed mounting change: moved by camera_offset, then
     its viewing direction turned by camera_pan about the vertical and camera_tilt about its horizontal axis."""
-    view = np.asarray(lookat, dtype=np.float64) - np.asarray(pos, dtype=np.float64)
-    pos = np.asarray(pos, dtype=np.float64) + np.asarray(config.camera_offset, dtype=np.float64)
+    offset = np.asarray(config.camera_offset, dtype=np.float64)
+    pos, lookat = np.asarray(pos, dtype=np.float64), np.asarray(lookat, dtype=np.float64)
     if config.camera_pan == 0.0 and config.camera_tilt == 0.0:
-        return pos, pos + view  # exactly the unturned pose, to the last bit
+        return pos + offset, lookat + offset  # a pure move: standard's poses stay exact to the last bit
+    view = lookat - pos
+    pos = pos + offset
     pan, tilt = math.radians(config.camera_pan), math.radians(config.camera_tilt)
     view = np.array([view[0] * math.cos(pan) - view[1] * math.sin(pan),
                      view[0] * math.sin(pan) + view[1] * math.cos(pan), view[2]])
