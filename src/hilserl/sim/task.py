@@ -37,8 +37,11 @@ pose jitter are all `TaskConfig` fields, drawn per episode from the reset seed.
 Variants (`variant_config(name, **fields)`): "standard" is the task as above; "easy" removes what makes a
 task slow to learn from scratch: the cube always at the workspace centre with no yaw, the same start pose
 and lighting every episode, success within 8 cm instead of 4, dense reward felt from twice as far, and
-(reach) a target 15 cm above the cube, ~0.2 m from the start pose instead of ~0.33 m. The sim node's
-`variant` parameter and `infer --sim --variant` select one.
+(reach) a target 15 cm above the cube, ~0.2 m from the start pose instead of ~0.33 m. "shifted" stands in
+for a real cell unlike the sim a policy was trained in, with fixed (not random) changes: a dimmer light
+(intensity 2.0, ambient 0.15) from another direction, the camera moved 5 cm (up 3 cm, sideways 4 cm) and
+turned 3 degrees in pan and 2 in tilt, an orange cube on a grey floor, the cube 10% larger (5.5 cm) and
+slipperier (friction 0.5). The sim node's `variant` parameter and `infer --sim --variant` select one.
 """
 
 from __future__ import annotations
