@@ -104,6 +104,7 @@ def test_the_operator_takes_over_a_stalled_policy_and_hands_back(graph, tmp_path
     wait_for(lambda: any(e["intervention_rate"] > 0 for e in probe.json_messages("/actor/episodes")), 120,
              "an actor episode with interventions", procs, interval=0.5)
     status = json.loads(probe.messages("/operator/status")[-1].data)
-    assert status["interventions"] >= 1 and ("stalled" in status["last_reason"] or "safe box" in status["last_reason"]), status
+    reason = status["last_reason"]
+    assert status["interventions"] >= 1 and ("stalled" in reason or "safe box" in reason), status
     operator_log = procs[-1].log()
     assert "taking over at episode" in operator_log and "letting go at episode" in operator_log
