@@ -12,10 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hilserl.nodes.params import ACTOR_PARAMS, LEARNER_PARAMS, SIM_PARAMS, TELEOP_PARAMS
+from hilserl.nodes.params import ACTOR_PARAMS, LEARNER_PARAMS, OPERATOR_PARAMS, SIM_PARAMS, TELEOP_PARAMS
 from rosutil import REPO, init_checkpoint, ros_env, unique_domain_id
 
-TABLES = {"learner": LEARNER_PARAMS, "actor": ACTOR_PARAMS, "sim": SIM_PARAMS, "teleop": TELEOP_PARAMS}
+TABLES = {"learner": LEARNER_PARAMS, "actor": ACTOR_PARAMS, "sim": SIM_PARAMS, "teleop": TELEOP_PARAMS,
+          "operator": OPERATOR_PARAMS}
 WRONG_TYPE = {"bool": "maybe", "int": "1.5", "float": "abc", "str": "[1,2]", "str[]": "7",
               "int[]": "[a,b]", "float[]": "[x]"}
 

@@ -194,3 +194,44 @@ def test_easy_variant_fixes_the_scene_and_explicit_fields_win():
     assert easy.start_joint_noise == 0.0 and easy.light_jitter == 0.0 and easy.episode_steps == 30
     assert easy.success_radius > TaskConfig().success_radius
     assert variant_config("easy", success_radius=0.05).success_radius == 0.05
+
+
+def test_shifted_variant_changes_the_cell_and_leaves_standard_and_easy_as_they_were():
+    from hilserl.sim.task import CAMERA_POSES, VARIANTS, mounted_camera
+
+    standard, shifted = variant_config("standard"), variant_config("shifted", task="push")
+    # standard and easy keep the scene they always had (shipped checkpoints were trained in it)
+    assert standard == TaskConfig() and set(VARIANTS["easy"]).isdisjoint(VARIANTS["shifted"])
+    for config in (standard, variant_config("easy")):
+        assert config.light_direction == (-0.5, -0.3, -1.0) and config.cube_color == (0.85, 0.1, 0.1)
+        assert config.floor_color == (0.6, 0.55, 0.45) and config.cube_friction is None and config.cube_size == 0.05
+        assert config.camera_offset == (0.0, 0.0, 0.0) and config.camera_pan == config.camera_tilt == 0.0
+        for pos, lookat in CAMERA_POSES:
+            moved = mounted_camera(pos, lookat, config)
+            assert np.array_equal(moved[0], pos) and np.array_equal(moved[1], lookat)
+    # shifted: dimmer light from elsewhere, other colours, a 10% larger and slipperier cube, a moved camera
+    assert shifted.task == "push" and shifted.light_intensity < standard.light_intensity
+    assert shifted.ambient < standard.ambient and shifted.light_direction != standard.light_direction
+    assert shifted.cube_color != standard.cube_color and shifted.floor_color != standard.floor_color
+    assert shifted.cube_size == pytest.approx(1.1 * standard.cube_size) and shifted.cube_friction < 1.0
+    # the camera mounting is a fixed change, not per-episode jitter: several cm and a few degrees
+    assert shifted.camera_pos_jitter == 0.0
+    pos, lookat = mounted_camera(*CAMERA_POSES[0], shifted)
+    assert 0.03 <= np.linalg.norm(pos - np.asarray(CAMERA_POSES[0][0])) <= 0.1
+    before = np.asarray(CAMERA_POSES[0][1]) - np.asarray(CAMERA_POSES[0][0])
+    after = lookat - pos
+    angle = np.degrees(np.arccos(before @ after / np.linalg.norm(before) / np.linalg.norm(after)))
+    assert 2.0 <= angle <= 8.0 and np.linalg.norm(after) == pytest.approx(np.linalg.norm(before))
+    with pytest.raises(ValueError, match="cube_friction"):
+        TaskConfig(cube_friction=0.0)
+
+
+def test_shifted_scene_looks_different_and_its_cube_is_larger(task):
+    shifted = PandaTask(variant_config("shifted", task="reach"))
+    a, b = task.reset(seed=7), shifted.reset(seed=7)
+    np.testing.assert_allclose(a.cube_position[:2], b.cube_position[:2])  # the same episode draw ...
+    assert b.cube_position[2] == pytest.approx(0.055 / 2, abs=1e-3)  # ... on a larger cube
+    assert b.target_position[2] == pytest.approx(a.target_position[2] + 0.005, abs=1e-3)
+    difference = np.abs(a.images[0].astype(int) - b.images[0].astype(int)).mean()
+    assert difference > 10.0, f"mean pixel difference {difference:.1f}"  # light, colours and camera all moved
+    assert b.images[0].mean() < a.images[0].mean()  # a dimmer cell

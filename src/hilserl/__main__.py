@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "actor": ("hilserl.nodes.actor", "actor node: waits for weights, then commands the arm"),
     "sim": ("hilserl.nodes.sim", "Genesis sim node: the arm, its controllers and cameras"),
     "teleop": ("hilserl.nodes.teleop", "keyboard teleop: publishes sensor_msgs/Joy for interventions"),
+    "operator": ("hilserl.nodes.operator", "simulated operator: takes over a SpaceMouse when the policy stalls"),
     "init-checkpoint": ("hilserl.tools.init_checkpoint", "write a freshly initialised checkpoint"),
     "infer": ("hilserl.tools.infer", "run a checkpoint directly: one image (--image) or Genesis (--sim)"),
     "pretrain": ("hilserl.tools.pretrain", "pretrain DrQ-v2 in Genesis (imitation + RL fine-tuning)"),

@@ -235,6 +235,7 @@ PUBLISHED_TOPICS: dict[str, tuple[str, ...]] = {
             names.DIAGNOSTICS_TOPIC, names.ROBOT_DESCRIPTION_TOPIC),
     "robot_state_publisher": ("/robot_description", "/tf", "/tf_static"),
     "teleop": (names.TELEOP_TOPIC, names.SPACENAV_TWIST_TOPIC, names.SPACENAV_JOY_TOPIC, names.DIAGNOSTICS_TOPIC),
+    "operator": (names.SPACENAV_TWIST_TOPIC, names.SPACENAV_JOY_TOPIC, names.STATUS_TOPIC),
 }
 
 

@@ -23,7 +23,9 @@ from pathlib import Path
 
 from hilserl import names
 from hilserl.control.teleop_ee import GamepadEeMapping
-from hilserl.kinematics.action_space import ACTION_SPACES
+from hilserl.kinematics.action_space import ACTION_SPACES, DEFAULT_EE_ROT_STEP, DEFAULT_EE_STEP, EE_AXES
+from hilserl.sim import operator as operator_defaults
+from hilserl.sim.task import TASKS, VARIANTS
 from hilserl.robot import (ACTION_SCALE, JOINT_LOWER, JOINT_UPPER, JOINTS, ORIENTATION_LOWER, ORIENTATION_REFERENCE,
                            ORIENTATION_UPPER, TCP_FRAME, TCP_OFFSET, WORKSPACE_LOWER, WORKSPACE_UPPER)
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
@@ -367,9 +369,10 @@ PER_JOINT_DEFAULTS = {"joint_lower": JOINT_LOWER, "joint_upper": JOINT_UPPER, "a
 
 
 SIM_PARAMS = (
-    Param("task", "reach", "The Genesis task.", "str", choices=("reach", "push", "lift")),
-    Param("variant", "standard", "Task variant; easy = fixed cube, start pose and lighting, 8 cm success.", "str",
-          choices=("standard", "easy")),
+    Param("task", "reach", "The Genesis task.", "str", choices=TASKS),
+    Param("variant", "standard", "Task variant; easy = fixed cube, start pose and lighting, 8 cm success; "
+          "shifted = a cell unlike the training sim (dimmer light, camera moved 5 cm and turned 2-3 degrees, other "
+          "colours, cube 10% larger and slipperier).", "str", choices=tuple(VARIANTS)),
     Param("seed", 0, "Episode i is reset with seed + i.", "int", low=0),
     Param("lockstep", False, "Advance one control period per command (true) or in real time (false).", "bool"),
     Param("lockstep_max_hz", 0.0, "Lock-step only: at most this many steps per second (0 = no cap).", "float",
@@ -379,6 +382,39 @@ SIM_PARAMS = (
     Param("num_cameras", 1, "Cameras published: camera/, camera_1/, ...", "int", low=1, high=3),
     Param("episode_steps", 50, "Time limit (truncation) per episode, in steps.", "int", low=1),
     Param("max_episodes", 0, "Stop stepping after this many episodes (0 = run forever).", "int", low=0),
+)
+_OPERATOR = operator_defaults.OperatorSettings()
+OPERATOR_PARAMS = (
+    Param("task", "reach", "The sim's task (the expert's plan and the distance to go).", "str", choices=TASKS),
+    Param("variant", "standard", "The sim's task variant (the cube size the expert plans with).", "str",
+          choices=tuple(VARIANTS)),
+    Param("stall_steps", _OPERATOR.stall_steps, "Steps without progress after which it takes over.", "int", low=1),
+    Param("progress_epsilon", _OPERATOR.progress_epsilon, "m the distance to go must fall below its best of the "
+          "episode to count as progress.", "float", low=0.0),
+    Param("takeover_steps", _OPERATOR.takeover_steps, "Steps it drives per intervention before letting go.", "int",
+          low=1),
+    Param("max_interventions_per_episode", _OPERATOR.max_interventions_per_episode, "Interventions at most per "
+          "episode (0 = only watches).", "int", low=0),
+    Param("twist_scale", _OPERATOR.twist_scale, "Twist published per unit of the expert's action: 1 / the actor's "
+          "teleop_scale.", "float", low=0.0, above=True),
+    Param("safe_lower", list(_OPERATOR.safe_lower), "Safe box, lower x, y, z of the gripper centre (m, base "
+          "frame); outside it, it takes over.", "float[]", check=values_count(3)),
+    Param("safe_upper", list(_OPERATOR.safe_upper), "Safe box, upper x, y, z (m, base frame).", "float[]",
+          check=values_count(3)),
+    Param("ee_axes", "xyz", "The actor's end-effector axes: xyz, or xyz_rpy (the twist's angular part too).",
+          "str", choices=tuple(EE_AXES)),
+    Param("ee_step", DEFAULT_EE_STEP, "The policy's ee_step: m per step at |action| = 1.", "float", low=0.0,
+          above=True),
+    Param("ee_rot_step", DEFAULT_EE_ROT_STEP, "The policy's ee_rot_step: rad per step at |action| = 1.", "float",
+          low=0.0, above=True),
+    Param("joint_states_topic", names.JOINT_STATES_TOPIC, "sensor_msgs/JointState input.", "str", non_empty=True),
+    Param("episode_topic", names.STEP_TOPIC, "The sim's per-step reports.", "str", non_empty=True),
+    Param("markers_topic", names.MARKERS_TOPIC, "The sim's markers: gripper, cube and target positions.", "str",
+          non_empty=True),
+    Param("spacenav_twist_topic", names.SPACENAV_TWIST_TOPIC, "geometry_msgs/Twist output, as a SpaceMouse.",
+          "str", non_empty=True),
+    Param("spacenav_joy_topic", names.SPACENAV_JOY_TOPIC, "sensor_msgs/Joy output: the SpaceMouse's buttons.",
+          "str", non_empty=True),
 )
 TELEOP_PARAMS = (
     Param("mode", "joint", "joint: Joy axes per joint on /joy (a gamepad stand-in); ee: end-effector keys as "

@@ -25,10 +25,9 @@ import pinocchio as pin
 
 from hilserl.kinematics.action_space import EeActionSpace
 from hilserl.kinematics.panda import panda_arm
-from hilserl.robot import ACTION_SCALE, TCP_OFFSET
-from hilserl.sim.task import Observation, PandaTask
+from hilserl.robot import ACTION_SCALE, FINGER_CLOSED, FINGER_OPEN, TCP_OFFSET
+from hilserl.sim.task import Observation, PandaTask, TaskConfig
 
-FINGER_OPEN, FINGER_CLOSED = 0.04, 0.0
 APPROACH_HEIGHT = 0.10  # m above the cube's centre before coming down (push, lift)
 XY_TOLERANCE = 0.012  # m: close enough above the cube / behind it to come down
 GRASP_TOLERANCE = 0.012  # m: gripper centre this close to the cube's centre closes the fingers
@@ -50,21 +49,29 @@ def cube_yaw(obs: Observation) -> float:
 
 
 class ScriptedExpert:
-    def __init__(self, task: PandaTask, gain: float = 1.0, space: EeActionSpace | None = None):
-        """`space`: the policy's end-effector action settings, or None for joint-delta actions."""
+    def __init__(self, task: PandaTask | None, gain: float = 1.0, space: EeActionSpace | None = None,
+                 config: TaskConfig | None = None):
+        """`space`: the policy's end-effector action settings, or None for joint-delta actions (Genesis IK: they
+        need the `task`). Without a task (outside the sim's process), `config` names the task and sizes."""
+        if task is None and (config is None or space is None):
+            raise ValueError("a ScriptedExpert without a Genesis task needs its TaskConfig and an ee action space")
         self.task, self.gain, self.space = task, gain, space
+        self.config = task.config if task is not None else config
         self.scale = np.asarray(ACTION_SCALE, dtype=np.float64)
         self.arm = panda_arm() if space is not None and space.rotates else None  # the TCP's orientation
 
+    def plan(self, obs: Observation) -> tuple[np.ndarray, float, float]:
+        """Where the gripper centre should head now: (waypoint, hand yaw, finger opening FINGER_OPEN/CLOSED)."""
+        kind = self.config.task
+        if kind == "reach":
+            return obs.target_position, 0.0, FINGER_OPEN
+        if kind == "push":
+            return self._push(obs)
+        return self._lift(obs)
+
     def act(self, obs: Observation, env: int = 0) -> np.ndarray:
         """The expert's action in [-1, 1]^action_dim for this observation of environment `env`."""
-        kind = self.task.config.task
-        if kind == "reach":
-            waypoint, yaw, finger = obs.target_position, 0.0, FINGER_OPEN
-        elif kind == "push":
-            waypoint, yaw, finger = self._push(obs)
-        else:
-            waypoint, yaw, finger = self._lift(obs)
+        waypoint, yaw, finger = self.plan(obs)
         hand = (finger - obs.joint_positions[7]) / self.scale[7]
         if self.space is not None:
             return np.clip(np.append(self.ee_motion(obs, waypoint, yaw), hand), -1.0, 1.0)
@@ -117,12 +124,12 @@ class ScriptedExpert:
         cube, tcp, goal = obs.cube_position, obs.ee_position, obs.target_position
         to_goal = goal[:2] - cube[:2]
         direction = to_goal / max(np.linalg.norm(to_goal), 1e-6)
-        behind_xy = cube[:2] - direction * (self.task.config.cube_size / 2 + 0.03)
+        behind_xy = cube[:2] - direction * (self.config.cube_size / 2 + 0.03)
         yaw = math.atan2(direction[1], direction[0]) + math.pi / 2  # fingers across the push direction
         yaw = (yaw + math.pi / 2) % math.pi - math.pi / 2
-        low = self.task.config.cube_size / 2
+        low = self.config.cube_size / 2
         offset = tcp[:2] - cube[:2]
-        behind = float(offset @ direction) < -self.task.config.cube_size / 2  # gripper on the far side from the goal
+        behind = float(offset @ direction) < -self.config.cube_size / 2  # gripper on the far side from the goal
         lateral = abs(float(offset @ np.array([-direction[1], direction[0]])))
         if behind and lateral < XY_TOLERANCE * 2 and tcp[2] < low + 0.03:
             push_to = cube[:2] + direction * 0.06  # drive through the cube toward the goal

@@ -37,8 +37,11 @@ pose jitter are all `TaskConfig` fields, drawn per episode from the reset seed.
 Variants (`variant_config(name, **fields)`): "standard" is the task as above; "easy" removes what makes a
 task slow to learn from scratch: the cube always at the workspace centre with no yaw, the same start pose
 and lighting every episode, success within 8 cm instead of 4, dense reward felt from twice as far, and
-(reach) a target 15 cm above the cube, ~0.2 m from the start pose instead of ~0.33 m. The sim node's
-`variant` parameter and `infer --sim --variant` select one.
+(reach) a target 15 cm above the cube, ~0.2 m from the start pose instead of ~0.33 m. "shifted" stands in
+for a real cell unlike the sim a policy was trained in, with fixed (not random) changes: a dimmer light
+(intensity 2.0, ambient 0.15) from another direction, the camera moved 5 cm (up 3 cm, sideways 4 cm) and
+turned 3 degrees in pan and 2 in tilt, an orange cube on a grey floor, the cube 10% larger (5.5 cm) and
+slipperier (friction 0.5). The sim node's `variant` parameter and `infer --sim --variant` select one.
 """
 
 from __future__ import annotations
@@ -104,6 +107,17 @@ class TaskConfig:
     light_jitter: float = 0.2  # relative: intensity x U(1-j, 1+j), colour tint and ambient likewise
     ambient: float = 0.3
     camera_pos_jitter: float = 0.0  # m, uniform on each camera position and look-at coordinate
+    # The scene's fixed appearance and physics: the same every episode (what the "shifted" variant changes)
+    light_direction: tuple[float, float, float] = (-0.5, -0.3, -1.0)
+    cube_color: tuple[float, float, float] = (0.85, 0.1, 0.1)
+    floor_color: tuple[float, float, float] = (0.6, 0.55, 0.45)
+    cube_friction: float | None = None  # None: Genesis's default for a rigid body (1.0)
+    # Every camera moved by camera_offset (m, base frame), then turned about its own position: camera_pan
+    # (degrees, about the vertical, counter-clockwise seen from above) and camera_tilt (degrees, positive
+    # looks further down). Applied before the per-episode camera_pos_jitter.
+    camera_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    camera_pan: float = 0.0
+    camera_tilt: float = 0.0
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -112,6 +126,8 @@ class TaskConfig:
             raise ValueError(f"reward must be 'dense' or 'sparse', got {self.reward!r}")
         if not 1 <= self.num_cameras <= len(CAMERA_POSES):
             raise ValueError(f"num_cameras must be 1..{len(CAMERA_POSES)}, got {self.num_cameras}")
+        if self.cube_friction is not None and not 0.01 <= self.cube_friction <= 5.0:
+            raise ValueError(f"cube_friction must be in [0.01, 5] (or None), got {self.cube_friction}")
         if self.n_envs < 0 or self.image_size < 16 or self.episode_steps < 1:
             raise ValueError(f"invalid task config: n_envs {self.n_envs} (>= 0), image_size {self.image_size} "
                              f"(>= 16), episode_steps {self.episode_steps} (>= 1)")
@@ -130,6 +146,11 @@ VARIANTS: dict[str, dict] = {
     "easy": {"cube_x_range": (0.5, 0.5), "cube_y_range": (0.0, 0.0), "cube_yaw_range": (0.0, 0.0),
              "start_joint_noise": 0.0, "light_jitter": 0.0, "hover_height": 0.15, "success_radius": 0.08,
              "shaping_distance": 0.2},
+    # A stand-in for a real cell that differs from the sim a policy was trained in: fixed, not random, changes
+    # to the light, the camera mounting, the colours, the cube and its friction.
+    "shifted": {"light_intensity": 2.0, "ambient": 0.15, "light_direction": (0.3, -0.6, -1.0),
+                "cube_color": (0.8, 0.3, 0.1), "floor_color": (0.5, 0.5, 0.52), "cube_size": 0.055,
+                "cube_friction": 0.5, "camera_offset": (0.0, 0.04, 0.03), "camera_pan": 3.0, "camera_tilt": 2.0},
 }
 
 
@@ -186,6 +207,26 @@ def to_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
+def mounted_camera(pos, lookat, config: TaskConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A camera's (position, look-at) after the config's fixed mounting change: moved by camera_offset, then
+    its viewing direction turned by camera_pan about the vertical and camera_tilt about its horizontal axis."""
+    offset = np.asarray(config.camera_offset, dtype=np.float64)
+    pos, lookat = np.asarray(pos, dtype=np.float64), np.asarray(lookat, dtype=np.float64)
+    if config.camera_pan == 0.0 and config.camera_tilt == 0.0:
+        return pos + offset, lookat + offset  # a pure move: standard's poses stay exact to the last bit
+    view = lookat - pos
+    pos = pos + offset
+    pan, tilt = math.radians(config.camera_pan), math.radians(config.camera_tilt)
+    view = np.array([view[0] * math.cos(pan) - view[1] * math.sin(pan),
+                     view[0] * math.sin(pan) + view[1] * math.cos(pan), view[2]])
+    horizontal = math.hypot(view[0], view[1])
+    elevation = math.atan2(view[2], horizontal) - tilt  # positive tilt looks further down
+    length = float(np.linalg.norm(view))
+    heading = view[:2] / max(horizontal, 1e-9)
+    view = length * np.array([*(heading * math.cos(elevation)), math.sin(elevation)])
+    return pos, pos + view
+
+
 class PandaTask:
     def __init__(self, config: TaskConfig | None = None):
         self.config = config or TaskConfig()
@@ -197,7 +238,7 @@ class PandaTask:
         self.upper = np.asarray(JOINT_UPPER, dtype=np.float64)
         self._rng = np.random.default_rng(cfg.seed)
 
-        light = gs.options.vis.DirectionalLight(dir=(-0.5, -0.3, -1.0), color=(1.0, 1.0, 1.0),
+        light = gs.options.vis.DirectionalLight(dir=cfg.light_direction, color=(1.0, 1.0, 1.0),
                                                 intensity=cfg.light_intensity)
         self.scene = gs.Scene(
             sim_options=gs.options.SimOptions(dt=cfg.physics_dt),
@@ -206,17 +247,19 @@ class PandaTask:
                                               split_envs=self.batched),
             show_viewer=False,
         )
-        self.scene.add_entity(gs.morphs.Plane(), surface=gs.surfaces.Default(color=(0.6, 0.55, 0.45)))
+        self.scene.add_entity(gs.morphs.Plane(), surface=gs.surfaces.Default(color=cfg.floor_color))
         self.robot = self.scene.add_entity(gs.morphs.MJCF(file="xml/franka_emika_panda/panda.xml"))
         half = cfg.cube_size / 2
+        material = None if cfg.cube_friction is None else gs.materials.Rigid(friction=cfg.cube_friction)
         self.cube = self.scene.add_entity(gs.morphs.Box(size=(cfg.cube_size,) * 3, pos=(0.55, 0.0, half)),
-                                          surface=gs.surfaces.Default(color=(0.85, 0.1, 0.1)))
+                                          material=material, surface=gs.surfaces.Default(color=cfg.cube_color))
         if cfg.task == "push":  # a flat visual pad marking the goal; nothing collides with it
             self.scene.add_entity(gs.morphs.Box(size=(0.08, 0.08, 0.002), pos=(*cfg.push_goal, 0.001), fixed=True,
                                                 collision=False), surface=gs.surfaces.Default(color=(0.1, 0.7, 0.2)))
+        self.camera_poses = [mounted_camera(pos, lookat, cfg) for pos, lookat in CAMERA_POSES[:cfg.num_cameras]]
         self.cameras = [self.scene.add_camera(res=(cfg.image_size, cfg.image_size), pos=pos, lookat=lookat,
                                               fov=cfg.camera_fov, GUI=False)
-                        for pos, lookat in CAMERA_POSES[:cfg.num_cameras]]
+                        for pos, lookat in self.camera_poses]
         self.scene.build(n_envs=cfg.n_envs)
         self.robot.set_dofs_kp(np.asarray(KP))
         self.robot.set_dofs_kv(np.asarray(KV))
@@ -277,9 +320,9 @@ class PandaTask:
             arm = np.asarray(HOME[:7]) + rng.uniform(-cfg.start_joint_noise, cfg.start_joint_noise, 7)
             q0[k, :7] = np.clip(arm, self.lower[:7], self.upper[:7])
             q0[k, 7:] = HOME[7]
-            cam_poses.append([(np.asarray(p) + rng.uniform(-1, 1, 3) * cfg.camera_pos_jitter,
-                               np.asarray(a) + rng.uniform(-1, 1, 3) * cfg.camera_pos_jitter)
-                              for p, a in CAMERA_POSES[:cfg.num_cameras]])
+            cam_poses.append([(p + rng.uniform(-1, 1, 3) * cfg.camera_pos_jitter,
+                               a + rng.uniform(-1, 1, 3) * cfg.camera_pos_jitter)
+                              for p, a in self.camera_poses])
             if k == 0:
                 light_draw = rng.uniform(-1, 1, 5)
 

@@ -38,7 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "an actor with deterministic:=false acts)")
     p.add_argument("--task", choices=TASKS, help="default: the task the checkpoint was trained on")
     p.add_argument("--variant", choices=tuple(VARIANTS), default="standard",
-                   help="task variant (see hilserl.sim.task): easy = fixed cube, start pose and lighting")
+                   help="task variant (see hilserl.sim.task): easy = fixed cube, start pose and lighting; "
+                   "shifted = another light, camera mounting, colours, cube size and friction")
     p.add_argument("--episode-steps", type=int, default=50, help="time limit per episode")
     p.add_argument("--video", help="write the camera view of every episode to this .gif or .mp4")
     p.add_argument("--threads", type=int, default=1, help="torch threads")

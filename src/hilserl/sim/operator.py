@@ -1,0 +1,175 @@
+"""A simulated operator, in plain Python: it watches the arm as a person at the cell would, takes over with a
+SpaceMouse when the policy stalls or strays, drives with the scripted expert for a while, then lets go.
+
+Once per sim step it is shown a `SceneView` (the gripper centre, the cube, the task's target, the joint
+positions, from the sim's ground truth) and answers a `Decision`:
+
+  watch      hands off: nothing is published, the policy acts
+  take_over  (first step of an intervention) and
+  drive      the expert's end-effector motion as a SpaceMouse twist, plus a held gripper button
+  let_go     the intervention's end: a resting twist and released buttons, then silence (the actor's
+             teleop_timeout hands control back to the policy)
+
+When it takes over (at most `max_interventions_per_episode` times an episode):
+  stalled   the task's distance to go has not come below its best of the episode by more than
+            `progress_epsilon` for `stall_steps` steps;
+  unsafe    the gripper centre is outside the safe box [safe_lower, safe_upper] (base frame, m).
+It drives for `takeover_steps` steps, then lets go and starts judging progress afresh.
+
+Distance to go (m): reach |tcp - target|; push and lift |tcp - cube| + |cube - target| (the gripper has to
+get to the cube, and the cube to its goal). The twist is the action a SpaceMouse would have to produce:
+the actor turns a twist into an action as twist x teleop_scale, so twist = action x `twist_scale`, where
+twist_scale is 1 / the actor's teleop_scale.
+
+    operator = SimulatedOperator(OperatorSettings(stall_steps=8), ScriptedExpert(None, space=space, config=config))
+    decision = operator.step(SceneView(episode, step, tcp, cube, cube_quat, target, joints))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hilserl.robot import FINGER_CLOSED, JOINTS
+from hilserl.sim.task import Observation
+
+if TYPE_CHECKING:  # the expert brings pinocchio, which the node parameter tables need not load
+    from hilserl.sim.expert import ScriptedExpert
+
+WATCH, TAKE_OVER, DRIVE, LET_GO = "watch", "take_over", "drive", "let_go"
+CLOSE_BUTTON, OPEN_BUTTON = 0, 1  # the SpaceMouse's left and right buttons, as the actor reads them
+SAFE_LOWER = (0.30, -0.30, 0.02)  # m, base frame: well inside the actor's workspace box
+SAFE_UPPER = (0.75, 0.30, 0.55)
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """How eager the operator is (the operator node's parameters)."""
+
+    stall_steps: int = 10  # steps without progress that count as a stall
+    progress_epsilon: float = 0.005  # m the distance to go must fall below its best to count as progress
+    takeover_steps: int = 15  # steps driven per intervention
+    max_interventions_per_episode: int = 2
+    twist_scale: float = 1.0  # twist per unit of action: 1 / the actor's teleop_scale
+    safe_lower: tuple[float, float, float] = SAFE_LOWER
+    safe_upper: tuple[float, float, float] = SAFE_UPPER
+
+    def __post_init__(self) -> None:
+        lower, upper = np.asarray(self.safe_lower, dtype=float), np.asarray(self.safe_upper, dtype=float)
+        if lower.shape != (3,) or upper.shape != (3,) or not (lower < upper).all():
+            raise ValueError(f"the safe box needs 3 lower and 3 upper bounds with lower < upper, got "
+                             f"{list(self.safe_lower)} and {list(self.safe_upper)}")
+        if self.stall_steps < 1 or self.takeover_steps < 1 or self.max_interventions_per_episode < 0:
+            raise ValueError(f"stall_steps and takeover_steps must be >= 1 and max_interventions_per_episode >= 0, "
+                             f"got {self.stall_steps}, {self.takeover_steps}, {self.max_interventions_per_episode}")
+        if self.progress_epsilon < 0 or self.twist_scale <= 0:
+            raise ValueError(f"progress_epsilon must be >= 0 and twist_scale > 0, got {self.progress_epsilon} "
+                             f"and {self.twist_scale}")
+
+
+@dataclass(frozen=True)
+class SceneView:
+    """What the operator sees of one sim step (base frame, m; the cube's quaternion as x, y, z, w)."""
+
+    episode: int
+    step: int
+    tcp: np.ndarray
+    cube_position: np.ndarray
+    cube_quaternion: np.ndarray
+    target_position: np.ndarray
+    joint_positions: np.ndarray  # JOINTS order: 7 arm joints + the finger
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: str  # WATCH, TAKE_OVER, DRIVE or LET_GO
+    reason: str = ""
+    twist: np.ndarray = field(default_factory=lambda: np.zeros(6))  # linear x, y, z, angular x, y, z
+    buttons: tuple[int, int] = (0, 0)  # (close, open) as the SpaceMouse's Joy buttons
+
+    @property
+    def publishes(self) -> bool:
+        return self.kind != WATCH
+
+
+def distance_to_go(task: str, view: SceneView) -> float:
+    """How far the task is from done, in metres, from the ground truth."""
+    if task == "reach":
+        return float(np.linalg.norm(view.tcp - view.target_position))
+    return float(np.linalg.norm(view.tcp - view.cube_position) +
+                 np.linalg.norm(view.cube_position - view.target_position))
+
+
+def outside(position: np.ndarray, lower, upper) -> bool:
+    return bool((position < np.asarray(lower)).any() or (position > np.asarray(upper)).any())
+
+
+class SimulatedOperator:
+    def __init__(self, settings: OperatorSettings, expert: ScriptedExpert):
+        if expert.space is None:
+            raise ValueError("the operator drives a SpaceMouse: its expert needs an end-effector action space")
+        self.settings, self.expert = settings, expert
+        self.episode: int | None = None
+        self.interventions_total = 0
+        self.start_episode(None)
+
+    def start_episode(self, episode: int | None) -> None:
+        self.episode = episode
+        self.interventions = 0  # this episode's
+        self.drive_left = 0  # drive steps still to send in the current intervention
+        self.driving = False
+        self.best: float | None = None  # the smallest distance to go since progress was last judged afresh
+        self.no_progress = 0  # steps since the distance to go last fell below best - progress_epsilon
+
+    def step(self, view: SceneView) -> Decision:
+        """The operator's decision on this step (call once per sim step, in order)."""
+        released = None
+        if view.episode != self.episode:
+            if self.driving:  # a new episode in the middle of an intervention: let go of the old one
+                released = Decision(LET_GO, "episode ended")
+            self.start_episode(view.episode)
+        distance = distance_to_go(self.expert.config.task, view)
+        if self.driving:
+            if self.drive_left > 0:
+                self.drive_left -= 1
+                return self.drive(DRIVE, "driving", view)
+            self.driving, self.best, self.no_progress = False, distance, 0
+            return Decision(LET_GO, f"{self.settings.takeover_steps} steps driven")
+        self.track_progress(distance)
+        reason = self.takeover_reason(view)
+        if reason and self.interventions < self.settings.max_interventions_per_episode:
+            self.interventions += 1
+            self.interventions_total += 1
+            self.driving, self.drive_left = True, self.settings.takeover_steps - 1
+            return self.drive(TAKE_OVER, reason, view)
+        return released or Decision(WATCH)
+
+    def track_progress(self, distance: float) -> None:
+        if self.best is None or distance < self.best - self.settings.progress_epsilon:
+            self.best, self.no_progress = distance, 0
+        else:
+            self.no_progress += 1
+
+    def takeover_reason(self, view: SceneView) -> str | None:
+        s = self.settings
+        if outside(view.tcp, s.safe_lower, s.safe_upper):
+            return f"gripper outside the safe box at {np.round(view.tcp, 3).tolist()}"
+        if self.no_progress >= s.stall_steps:
+            return f"stalled: no progress for {self.no_progress} steps (best {self.best:.3f} m to go)"
+        return None
+
+    def drive(self, kind: str, reason: str, view: SceneView) -> Decision:
+        """The expert's end-effector motion toward its waypoint, as a twist, and its gripper as a held button."""
+        obs = Observation(images=[], joint_positions=np.asarray(view.joint_positions, dtype=np.float64),
+                          joint_velocities=np.zeros(len(JOINTS)), ee_position=np.asarray(view.tcp, dtype=np.float64),
+                          cube_position=np.asarray(view.cube_position, dtype=np.float64),
+                          cube_quaternion=np.asarray(view.cube_quaternion, dtype=np.float64),
+                          target_position=np.asarray(view.target_position, dtype=np.float64), step=view.step)
+        waypoint, yaw, finger = self.expert.plan(obs)
+        motion = np.clip(self.expert.ee_motion(obs, waypoint, yaw), -1.0, 1.0)
+        twist = np.zeros(6)
+        twist[:len(motion)] = motion * self.settings.twist_scale
+        buttons = (1, 0) if finger == FINGER_CLOSED else (0, 1)
+        return Decision(kind, reason, twist, buttons)

@@ -1,0 +1,93 @@
+"""The simulated operator's decisions (plain Python, no ROS, no Genesis): stall -> take over -> let go after
+takeover_steps; leaving the safe box -> take over; the per-episode cap; the expert's command as a twist."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hilserl.kinematics.action_space import EeActionSpace
+from hilserl.robot import HOME
+from hilserl.sim.expert import ScriptedExpert
+from hilserl.sim.operator import (DRIVE, LET_GO, TAKE_OVER, WATCH, OperatorSettings, SceneView, SimulatedOperator,
+                                  distance_to_go)
+from hilserl.sim.task import variant_config
+
+TARGET = np.array([0.55, 0.05, 0.125])
+CUBE = np.array([0.55, 0.05, 0.025])
+UPRIGHT = np.array([0.0, 0.0, 0.0, 1.0])
+
+
+def operator(task: str = "reach", **settings) -> SimulatedOperator:
+    expert = ScriptedExpert(None, space=EeActionSpace("xyz"), config=variant_config("standard", task=task))
+    return SimulatedOperator(OperatorSettings(**settings), expert)
+
+
+def view(step: int, tcp, episode: int = 0, cube=CUBE, target=TARGET) -> SceneView:
+    return SceneView(episode=episode, step=step, tcp=np.asarray(tcp, dtype=float), cube_position=np.asarray(cube),
+                     cube_quaternion=UPRIGHT, target_position=np.asarray(target), joint_positions=np.asarray(HOME))
+
+
+def test_a_stall_takes_over_then_lets_go_after_takeover_steps():
+    op = operator(stall_steps=3, takeover_steps=4, progress_epsilon=0.005)
+    tcp = np.array([0.45, -0.10, 0.35])
+    kinds = []
+    for step in range(3):  # progress: 2 cm closer each step
+        tcp = tcp + (TARGET - tcp) / np.linalg.norm(TARGET - tcp) * 0.02
+        kinds.append(op.step(view(step, tcp)).kind)
+    assert kinds == [WATCH] * 3
+    stuck = [op.step(view(3 + k, tcp + 0.001 * (k % 2))) for k in range(3)]  # jitters in place: no progress
+    assert [d.kind for d in stuck] == [WATCH, WATCH, TAKE_OVER]
+    assert "stalled" in stuck[-1].reason and op.interventions == 1
+    # The twist points at the target at full speed (the expert's straight-line step), the open button held.
+    direction = (TARGET - tcp) / np.linalg.norm(TARGET - tcp)
+    twist = stuck[-1].twist
+    assert np.abs(twist[:3]).max() == pytest.approx(1.0) and np.allclose(twist[3:], 0.0)
+    assert np.dot(twist[:3] / np.linalg.norm(twist[:3]), direction) > 0.99
+    assert stuck[-1].buttons == (0, 1)
+    driven = [op.step(view(6 + k, tcp)).kind for k in range(4)]
+    assert driven == [DRIVE, DRIVE, DRIVE, LET_GO]  # 4 steps driven (take_over + 3), then let go
+    after = op.step(view(10, tcp))
+    assert after.kind == WATCH and not after.publishes  # progress is judged afresh after letting go
+
+
+def test_leaving_the_safe_box_takes_over_at_once_and_the_cap_holds():
+    op = operator(stall_steps=50, takeover_steps=2, max_interventions_per_episode=1,
+                  safe_lower=(0.3, -0.3, 0.05), safe_upper=(0.75, 0.3, 0.5))
+    assert op.step(view(0, [0.5, 0.0, 0.3])).kind == WATCH
+    strayed = op.step(view(1, [0.5, 0.35, 0.3]))
+    assert strayed.kind == TAKE_OVER and "safe box" in strayed.reason
+    assert strayed.twist[1] < -0.5  # heads back toward the target, inside the box
+    assert [op.step(view(s, [0.5, 0.35, 0.3])).kind for s in (2, 3)] == [DRIVE, LET_GO]
+    assert op.step(view(4, [0.5, 0.4, 0.3])).kind == WATCH  # the cap: one intervention this episode
+    # A new episode resets the cap.
+    assert op.step(view(0, [0.5, 0.4, 0.3], episode=1)).kind == TAKE_OVER
+    assert op.interventions_total == 2
+
+
+def test_a_new_episode_mid_intervention_lets_go():
+    op = operator(takeover_steps=10, safe_upper=(0.75, 0.3, 0.5))
+    assert op.step(view(0, [0.5, 0.0, 0.6])).kind == TAKE_OVER
+    assert op.step(view(0, [0.48, 0.0, 0.41], episode=1)).kind == LET_GO
+
+
+def test_twist_scale_and_the_gripper_button_of_a_grasp():
+    op = operator("lift", stall_steps=1, progress_epsilon=0.01, twist_scale=0.5)
+    cube = np.array([0.55, 0.0, 0.025])
+    at_cube = view(0, cube, cube=cube, target=cube + [0, 0, 0.08])
+    assert op.step(at_cube).kind == WATCH
+    decision = op.step(view(1, cube, cube=cube, target=cube + [0, 0, 0.08]))
+    assert decision.kind == TAKE_OVER and decision.buttons == (1, 0)  # around the cube: close the fingers
+    assert np.abs(decision.twist).max() <= 0.5
+
+
+def test_distance_to_go_and_bad_settings():
+    v = view(0, [0.55, 0.05, 0.325])
+    assert distance_to_go("reach", v) == pytest.approx(0.2)
+    assert distance_to_go("push", v) == pytest.approx(0.3 + 0.1)
+    with pytest.raises(ValueError, match="safe box"):
+        OperatorSettings(safe_lower=(0.8, 0.0, 0.0), safe_upper=(0.7, 1.0, 1.0))
+    with pytest.raises(ValueError, match="stall_steps"):
+        OperatorSettings(stall_steps=0)
+    with pytest.raises(ValueError, match="ee action space"):
+        SimulatedOperator(OperatorSettings(), ScriptedExpert(None, space=None, config=variant_config()))
