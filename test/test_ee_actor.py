@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from rosutil import NodeProcess, Probe, init_checkpoint, ros_env, unique_domain_id, wait_for
+from rosutil import NodeProcess, init_checkpoint, wait_for
 from test_diagnostics import Monitor
 from test_sim_learning import journalled
 
@@ -29,25 +29,14 @@ LOCKSTEP = {"lockstep": True, "episode_topic": "sim/step", "max_episode_steps": 
 CARTESIAN_BOX = ([0.25, -0.40, 0.01], [0.40, 0.40, 0.60])  # the Panda's TCP starts at x ~ 0.48: outside
 
 
-@pytest.fixture
-def graph(tmp_path):
-    domain = unique_domain_id()
-    env, procs = ros_env(domain), []
-    probe = Probe(domain)
-    yield env, procs, probe
-    for p in procs:
-        p.stop()
-    probe.close()
-
-
-def test_spacenav_drives_the_tcp_joint_actor_refuses_cartesian_targets_stay_in_the_box(graph, tmp_path):
+def test_spacenav_drives_the_tcp_joint_actor_refuses_cartesian_targets_stay_in_the_box(ros_graph, tmp_path):
     from geometry_msgs.msg import PoseStamped, Twist
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Float64MultiArray, String
 
     from hilserl.kinematics.panda import panda_arm
 
-    env, procs, probe = graph
+    env, procs, probe = ros_graph
     checkpoint = init_checkpoint(tmp_path / "ckpt", "drqv2", "--seed", "2", "--action-space", "ee_delta",
                                  "--image-size", str(IMAGE_SIZE), "--hidden-dim", "64",
                                  "--uniform-exploration-steps", "0")["path"]

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from rosutil import NodeProcess, Probe, init_checkpoint, ros_env, unique_domain_id, wait_for
+from rosutil import NodeProcess, init_checkpoint, wait_for
 
 STARTUP = 240.0  # Genesis compiles its kernels on a machine's first scene build
 IMAGE_SIZE = 48
@@ -23,17 +23,6 @@ TAKEOVER_STEPS = 8
 # gravity come to less than that).
 OPERATOR = {"stall_steps": 5, "progress_epsilon": 0.03, "takeover_steps": TAKEOVER_STEPS,
             "max_interventions_per_episode": 2}
-
-
-@pytest.fixture
-def graph(tmp_path):
-    domain = unique_domain_id()
-    env, procs = ros_env(domain), []
-    probe = Probe(domain)
-    yield env, procs, probe
-    for p in procs:
-        p.stop()
-    probe.close()
 
 
 def scene(msg) -> tuple[np.ndarray, np.ndarray, bool] | None:
@@ -61,12 +50,12 @@ def takeovers(frames: list) -> list[list]:
     return runs
 
 
-def test_the_operator_takes_over_a_stalled_policy_and_hands_back(graph, tmp_path):
+def test_the_operator_takes_over_a_stalled_policy_and_hands_back(ros_graph, tmp_path):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
     from visualization_msgs.msg import MarkerArray
 
-    env, procs, probe = graph
+    env, procs, probe = ros_graph
     checkpoint = init_checkpoint(tmp_path / "ckpt", "drqv2", "--seed", "4", "--action-space", "ee_delta",
                                  "--image-size", str(IMAGE_SIZE), "--hidden-dim", "64",
                                  "--uniform-exploration-steps", "0")["path"]
