@@ -215,6 +215,10 @@ def values_count(*counts: int) -> Callable[[list], str | None]:
     return check
 
 
+def below_one(value: float) -> str | None:
+    return None if value < 1.0 else "allowed: a number > 0 and < 1"
+
+
 def actor_action_space(value: str) -> str | None:
     return None if value in ("", *ACTION_SPACES) else "allowed: '' (the weights'), " + " or ".join(ACTION_SPACES)
 
@@ -361,6 +365,13 @@ ACTOR_PARAMS = (
     Param("run_dir", "", "Metrics and TensorBoard events go to RUN_DIR/<node> ('' = none).", "str"),
     Param("device", "cpu", "Torch device the policy runs on (auto = a GPU when torch sees one).", "str",
           check=device_name),
+    Param("reward_classifier", "", "A reward classifier checkpoint: its confirmed success ends an episode with "
+          "reward 1 ('' = off).", "str", check=checkpoint_dir),
+    Param("reward_threshold", 0.8, "The classifier's p(success) above this counts as a success step.", "float",
+          low=0.0, high=1.0, above=True, check=below_one),
+    Param("reward_confirm_steps", 2, "Consecutive success steps that confirm a success.", "int", low=1),
+    Param("record_frames_dir", "", "Record each observation's frames here, labelled success while the success "
+          "button is held (which then ends no episode) ('' = off).", "str"),
 )
 PER_JOINT_DEFAULTS = {"joint_lower": JOINT_LOWER, "joint_upper": JOINT_UPPER, "action_scale": ACTION_SCALE,
                       "teleop_axes": tuple(range(len(JOINTS)))}
