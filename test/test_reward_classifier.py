@@ -188,7 +188,7 @@ def hilserl(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 def lift_frames(tmp_path_factory):
     out = tmp_path_factory.mktemp("frames")
     result = hilserl("record-frames", "--task", "lift", "--episodes", "10", "--out", str(out), "--seed", "0",
-                     "--image-size", "48", "--episode-steps", "55", "--failure-fraction", "0.4")
+                     "--image-size", "48", "--episode-steps", "55", "--failure-fraction", "0.4", "--variant", "easy")
     return out, json.loads(result.stdout.splitlines()[-1])
 
 
@@ -196,7 +196,7 @@ def lift_frames(tmp_path_factory):
 def trained(lift_frames, tmp_path_factory):
     frames, _ = lift_frames
     out = tmp_path_factory.mktemp("classifier")
-    result = hilserl("reward-classifier", "train", "--frames", str(frames), "--out", str(out), "--epochs", "6",
+    result = hilserl("reward-classifier", "train", "--frames", str(frames), "--out", str(out), "--epochs", "20",
                      "--device", "cpu")
     return out, json.loads(result.stdout.splitlines()[-1])
 

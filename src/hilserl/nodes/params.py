@@ -47,6 +47,7 @@ class Param:
     low: float | None = None  # numbers (or list elements): at least this ...
     high: float | None = None  # ... and at most this
     above: bool = False  # `low` itself is not allowed (a rate > 0)
+    below: bool = False  # `high` itself is not allowed (a probability threshold < 1)
     choices: tuple[str, ...] = ()
     per_joint: bool = False  # a list with one value per entry of `joints`; one number means all joints
     non_empty: bool = False  # strings and lists
@@ -58,7 +59,7 @@ class Param:
             self.kind.rstrip("[]")]
         if self.low is not None or self.high is not None:
             bounds = [f"{'>' if self.above else '>='} {self.low:g}" if self.low is not None else "",
-                      f"<= {self.high:g}" if self.high is not None else ""]
+                      f"{'<' if self.below else '<='} {self.high:g}" if self.high is not None else ""]
             element += " " + " and ".join(b for b in bounds if b)
         if self.choices:
             element = "one of " + ", ".join(self.choices)
@@ -123,7 +124,7 @@ class Param:
                 return None
         if self.low is not None and (value < self.low or (self.above and value == self.low)):
             return None
-        if self.high is not None and value > self.high:
+        if self.high is not None and (value > self.high or (self.below and value == self.high)):
             return None
         return value
 
@@ -213,10 +214,6 @@ def values_count(*counts: int) -> Callable[[list], str | None]:
     def check(values: list) -> str | None:
         return None if len(values) in counts else f"allowed: {' or '.join(map(str, counts))} values"
     return check
-
-
-def below_one(value: float) -> str | None:
-    return None if value < 1.0 else "allowed: a number > 0 and < 1"
 
 
 def actor_action_space(value: str) -> str | None:
@@ -368,7 +365,7 @@ ACTOR_PARAMS = (
     Param("reward_classifier", "", "A reward classifier checkpoint: its confirmed success ends an episode with "
           "reward 1 ('' = off).", "str", check=checkpoint_dir),
     Param("reward_threshold", 0.8, "The classifier's p(success) above this counts as a success step.", "float",
-          low=0.0, high=1.0, above=True, check=below_one),
+          low=0.0, high=1.0, above=True, below=True),
     Param("reward_confirm_steps", 2, "Consecutive success steps that confirm a success.", "int", low=1),
     Param("record_frames_dir", "", "Record each observation's frames here, labelled success while the success "
           "button is held (which then ends no episode) ('' = off).", "str"),

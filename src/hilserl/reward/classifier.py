@@ -31,7 +31,7 @@ from hilserl.weights.codec import WeightsError, tensor_digest
 from hilserl.weights.loader import check_state_matches
 
 CLASSIFIER_FORMAT = "hilserl-reward-classifier/1"
-FIRST_CONV = "encoder.convnet.0.weight"
+FIRST_CONV = "convnet.0.weight"  # in the encoder's own state
 
 
 @dataclass(frozen=True)
@@ -91,14 +91,14 @@ class RewardClassifier(nn.Module):
 
 
 def fold_policy_encoder(checkpoint: str | Path, config: ClassifierConfig) -> dict[str, torch.Tensor]:
-    """A policy checkpoint's encoder as this classifier's (one frame per camera): the first conv summed over the
-    stacked frames. Raises WeightsError when the cameras or the encoder's width differ."""
+    """A policy checkpoint's encoder state as this classifier's encoder state (one frame per camera): the first
+    conv summed over the stacked frames. Raises WeightsError when the cameras or the encoder's width differ."""
     policy, tensors, _ = load_checkpoint(checkpoint)
     if policy.num_cameras != config.num_cameras or policy.encoder_channels != config.encoder_channels:
         raise WeightsError(f"policy checkpoint {checkpoint} has {policy.num_cameras} camera(s) and "
                            f"{policy.encoder_channels} encoder channels; the classifier {config.num_cameras} and "
                            f"{config.encoder_channels}")
-    encoder = {k: v for k, v in tensors.items() if k.startswith("encoder.")}
+    encoder = {k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")}
     first = encoder[FIRST_CONV]  # [ch, 3 * frame_stack * cams, 3, 3], oldest frame first
     encoder[FIRST_CONV] = first.view(first.shape[0], policy.frame_stack, 3 * policy.num_cameras,
                                      *first.shape[2:]).sum(1)

@@ -22,7 +22,7 @@ from hilserl.reward.classifier import ClassifierConfig, RewardClassifier
 from hilserl.reward.frames import FrameSet
 
 # Hyperparameters
-EPOCHS = 10
+EPOCHS = 20
 BATCH_SIZE = 64
 LR = 3e-4
 AUGMENT_PAD = 4  # pixels of random shift, as DrQ-v2 at 84 px
