@@ -236,3 +236,19 @@ def test_eval_prints_one_json_line(lift_frames, trained):
                           str(frames), "--frames", str(frames)], capture_output=True, text=True, cwd=REPO,
                          env=ros_env(0), timeout=300)
     assert bad.returncode == 1 and "not a reward classifier checkpoint" in bad.stderr and not bad.stdout
+
+
+def test_the_success_button_is_held_only_while_down_in_a_fresh_reading():
+    from hilserl.control.episode import Intervention, TeleopReading
+    from hilserl.control.teleop_ee import GamepadEeIntervention
+    from hilserl.kinematics.action_space import EeActionSpace
+
+    joint = Intervention(axes=[0], success_button=1, timeout=0.5)
+    pad = GamepadEeIntervention(EeActionSpace("xyz"))  # Y (3) is success
+    assert not joint.success_held(0.0) and not pad.success_held(0.0)
+    joint.update(TeleopReading(1.0, (), (0, 1)))
+    pad.update(TeleopReading(1.0, (), (0, 0, 0, 1)))
+    assert joint.success_held(1.2) and pad.success_held(1.2)
+    assert not joint.success_held(1.6) and not pad.success_held(1.6)  # the pad went silent
+    joint.update(TeleopReading(2.0, (), (0, 0)))
+    assert not joint.success_held(2.1)

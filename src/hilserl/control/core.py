@@ -115,7 +115,7 @@ class ActorCore:
             report.values.update(self.reward.values())
         if self.frame_writer is not None:
             report.values.update({"record_frames/dir": str(self.frame_writer.folder),
-                                  "record_frames/frames": self.frame_writer.frames_written + len(self.frame_writer.buffer),
+                                  "record_frames/frames": self.frame_writer.frames_added,
                                   "record_frames/episode": self.frame_writer.episode})
         if self.frames_problem:
             report.values["record_frames/stopped"] = self.frames_problem

@@ -133,6 +133,11 @@ class FrameWriter:
         self.frames_written = 0
         self.buffer: list[tuple[np.ndarray, bool, int, int]] = []
 
+    @property
+    def frames_added(self) -> int:
+        """Frames added by this writer, written or still buffered."""
+        return self.frames_written + len(self.buffer)
+
     def add(self, frames: np.ndarray, success: bool) -> None:
         """One observation's newest frames (uint8 [3*cams, S, S]) and whether they show success."""
         check_frames(frames)
