@@ -215,6 +215,7 @@ def test_recorded_lift_frames_carry_the_sims_success(lift_frames):
 def test_a_classifier_trained_on_sim_frames_beats_chance_on_held_out_episodes(lift_frames, trained):
     out, result = trained
     held = result["held_out"]
+    print(f"held-out scores at p > 0.5: {held}")
     doc = json.loads((out / "config.json").read_text())
     assert doc["training"]["held_out_episodes"] and doc["training"]["held_out_scores"] == held
     # chance (or always saying one class) has false positive + false negative rates summing to 1

@@ -125,9 +125,9 @@ class FrameWriter:
         self.shape: tuple[int, ...] | None = None  # [3*cams, S, S], from existing shards or the first frame
         self.episode, self.next_shard = 0, 0
         if existing:
-            last = read_shard(existing[-1])
+            last = read_shard(existing[-1])  # episode ids only grow, so the last shard holds the largest
             self.shape = last.frames.shape[1:]
-            self.episode = 1 + max(int(read_shard(p).episode.max(initial=-1)) for p in existing)
+            self.episode = 1 + int(last.episode.max(initial=-1))
             self.next_shard = 1 + int(SHARD_PATTERN.match(existing[-1].name).group(1))
         self.step = 0
         self.frames_written = 0

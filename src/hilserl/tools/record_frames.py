@@ -27,6 +27,7 @@ from collections import Counter
 import numpy as np
 
 from hilserl.policies.observation import preprocess_frame
+from hilserl.robot import JOINTS
 from hilserl.sim.task import TASKS, VARIANTS
 
 EXPERT_NOISE = 0.05
@@ -106,7 +107,7 @@ def record(args: argparse.Namespace, log=lambda line: print(line, file=sys.stder
     writer = FrameWriter(args.out, source=f"sim {args.task} {args.variant}")
     success_frames, reached = 0, Counter()
     for k in tqdm(range(args.episodes), desc="record-frames", unit="ep", file=sys.stderr):
-        act = controller(kinds[k], expert, rng, args.noise, 8)
+        act = controller(kinds[k], expert, rng, args.noise, len(JOINTS))  # joint deltas
         obs, success, steps = task.reset(seed=args.seed + k), False, 0
         while True:
             writer.add(np.concatenate([preprocess_frame(image, args.image_size) for image in obs.images]), success)

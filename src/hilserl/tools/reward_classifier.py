@@ -61,6 +61,9 @@ def train(args: argparse.Namespace) -> dict:
         raise ValueError(f"{args.frames}: all {len(data)} frames are labelled "
                          f"{'success' if data.success.all() else 'not success'}; a classifier needs both")
     train_rows, held_rows = training.split_by_episode(data, args.held_out, args.seed)
+    if not len(held_rows):
+        print("reward-classifier train: no episode held out (each kind of episode needs 2 or more, and --held-out "
+              "> 0); the scores printed are empty", file=sys.stderr)
     channels, encoder = ClassifierConfig.encoder_channels, None
     if args.init_encoder:
         from hilserl.weights.checkpoint import read_config_file
