@@ -9,7 +9,8 @@ from setuptools import find_packages, setup
 PACKAGE = "hilserl"
 HERE = Path(__file__).resolve().parent
 # One console script per `python -m hilserl` command; test/test_packaging.py keeps this in step.
-SCRIPTS = ["learner", "actor", "sim", "teleop", "operator", "init_checkpoint", "infer", "pretrain", "bringup", "plot"]
+SCRIPTS = ["learner", "actor", "sim", "teleop", "operator", "init_checkpoint", "infer", "pretrain", "bringup", "plot",
+           "record_frames", "reward_classifier"]
 
 
 def tree(folder: str) -> list[tuple[str, list[str]]]:

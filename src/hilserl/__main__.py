@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("hilserl.tools.pretrain", "pretrain DrQ-v2 in Genesis (imitation + RL fine-tuning)"),
     "bringup": ("hilserl.tools.bringup", "start sim + learner + actor(s) as processes (the launch file's twin)"),
     "plot": ("hilserl.tools.plot", "write PNG plots of a run directory"),
+    "record-frames": ("hilserl.tools.record_frames", "record success-labelled camera frames in Genesis"),
+    "reward-classifier": ("hilserl.tools.reward_classifier", "train / eval a success classifier on labelled frames"),
 }
 
 

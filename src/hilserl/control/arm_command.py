@@ -53,6 +53,9 @@ class EeTeleop:
     def update(self, reading: TeleopReading) -> str | None:
         return self.pad.update(reading)
 
+    def success_held(self, now: float) -> bool:
+        return self.pad.success_held(now)  # labels come on /joy; the SpaceMouse has no label buttons
+
     def human_action(self, now: float) -> np.ndarray | None:
         mouse = self.mouse.human_action(now)
         return mouse if mouse is not None else self.pad.human_action(now)
@@ -143,6 +146,10 @@ class ArmCommander:
 
     def human_action(self, now: float) -> np.ndarray | None:
         return self.teleop.human_action(now) if self.teleop is not None else None
+
+    def success_held(self, now: float) -> bool:
+        """The gamepad's success button is down (for recording labelled frames)."""
+        return self.teleop is not None and self.teleop.success_held(now)
 
     def command(self, q: np.ndarray, action: np.ndarray) -> ArmCommand:
         if not self.uses_ee:

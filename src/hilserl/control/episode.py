@@ -44,6 +44,10 @@ class Intervention:
                 return label
         return None
 
+    def success_held(self, now: float) -> bool:
+        """The success button is down in a fresh reading (recording frames: they show success)."""
+        return held(self.last, now, self.timeout, self.success_button)
+
     def human_action(self, now: float) -> np.ndarray | None:
         r = self.last
         if r is None or now - r.received > self.timeout or not pressed(r.buttons, self.deadman_button):
@@ -54,6 +58,11 @@ class Intervention:
 
 def pressed(buttons: tuple[int, ...], index: int) -> bool:
     return 0 <= index < len(buttons) and bool(buttons[index])
+
+
+def held(reading: TeleopReading | None, now: float, timeout: float, index: int) -> bool:
+    """Button `index` is down in `reading`, which is at most `timeout` seconds old."""
+    return reading is not None and now - reading.received <= timeout and pressed(reading.buttons, index)
 
 
 @dataclass

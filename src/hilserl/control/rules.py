@@ -11,7 +11,8 @@ actor's first action is reported, even one the actor held through.
 Without reports (hardware), an episode ends by a person's label or `max_episode_steps`, reward 0.
 
 A person's label (success/failure button) ends the episode at once; with a sim the actor then waits for
-the sim's next episode (the node asks the sim to reset).
+the sim's next episode (the node asks the sim to reset). A learned reward classifier ends an episode the same
+way, with a label that also carries the closing transition's reward (1) and names who gave it.
 """
 
 from __future__ import annotations
@@ -36,15 +37,32 @@ class EpisodeRules:
         self.recorder_episode: int | None = None  # the sim episode the recorder's open episode belongs to
         self.closed_through = -1  # sim episodes up to this one are summarised (or labelled)
         self.label: str | None = None
+        self.label_reward: float | None = None  # the labelled transition's reward, when the label sets it
+        self.label_source: str | None = None  # who labelled, when not a person (the summary says so)
         self.started = False  # acted at least once: from then on every sim episode end is reported
 
     # -- inputs ----------------------------------------------------------------------------------
     def report(self, report: StepReport) -> None:
         self.ledger.add(report)
 
-    def press(self, label: str) -> None:
-        """A person's label ("success" / "failure"), applied at the next observation."""
-        self.label = label
+    def press(self, label: str, reward: float | None = None, source: str | None = None) -> None:
+        """A label ("success" / "failure"), applied at the next observation (a person's, or `source`'s);
+        `reward`: the reward of the transition the label closes (None: the sim's, or 0 without a sim)."""
+        self.label, self.label_reward, self.label_source = label, reward, source
+
+    def episode_open(self, now: StepReport | None) -> bool:
+        """Whether the observation `now` belongs to an episode not yet summarised (its last step included)."""
+        return now is None or now.episode > self.closed_through
+
+    def can_label(self, now: StepReport | None) -> bool:
+        """Whether a label applied at `now` would end an episode the actor has acted in."""
+        return self.started and self.recorder.stats.steps > 0 and self.episode_open(now) \
+            and (now is None or not now.ended)
+
+    def _take_label(self) -> tuple[str | None, float | None, str | None]:
+        taken = self.label, self.label_reward, self.label_source
+        self.label = self.label_reward = self.label_source = None
+        return taken
 
     def drop_pending(self) -> None:
         """A gap in the observations: the action before it has no known outcome."""
@@ -83,9 +101,10 @@ class EpisodeRules:
         return self.recorder.pending is None  # else no step since the last action (real time: the sim lags)
 
     def _settle(self, after: list[StepReport], frames: np.ndarray, state: np.ndarray) -> None:
-        last, label = after[-1], self.label  # a person's label ends the episode with this transition
+        last, label = after[-1], self.label  # a label ends the episode with this transition
         truncated = last.truncated or (self.max_episode_steps > 0 and self.recorder.stats.steps >= self.max_episode_steps)
-        self.recorder.outcome(sum(r.reward for r in after), last.terminated or label is not None, truncated,
+        reward = self.label_reward if label is not None and self.label_reward is not None else sum(r.reward for r in after)
+        self.recorder.outcome(reward, last.terminated or label is not None, truncated,
                               label == "success" if label else last.success, next_frames=frames, next_state=state)
         self.acted_in = None
 
@@ -98,19 +117,19 @@ class EpisodeRules:
         self._emit(report, report.success, report.terminated, report.truncated, stats)
 
     def _labelled(self, now: StepReport) -> None:
-        label, self.label = self.label, None
+        label, reward, source = self._take_label()
         if not self.started or now.episode <= self.closed_through:
             self.warn(f"{label} label ignored: the actor has not acted in this episode yet")
             return
         success = label == "success"
         if self.recorder.pending is not None:
-            self.recorder.outcome(0.0, terminated=True, truncated=False, success=success)
+            self.recorder.outcome(reward or 0.0, terminated=True, truncated=False, success=success)
         stats = self.recorder.last_closed if self.recorder.stats.steps == 0 else self.recorder.end_episode(success)
         self.acted_in = None
-        self._emit(now, success, True, False, stats, label=label)
+        self._emit(now, success, True, False, stats, label=label, source=source)
 
     def _emit(self, report: StepReport, success: bool, terminated: bool, truncated: bool, stats: dict,
-              label: str | None = None) -> None:
+              label: str | None = None, source: str | None = None) -> None:
         """`stats`: the recorder's summary of the actor's part of the episode ({} if it took no part)."""
         self.closed_through = report.episode
         actions, interventions = stats.get("steps", 0), stats.get("interventions", 0)
@@ -118,14 +137,14 @@ class EpisodeRules:
                    "success": success, "terminated": terminated, "truncated": truncated, "actions": actions,
                    "intervention_rate": interventions / actions if actions else 0.0,
                    "weights_version": stats.get("weights_version")}
-        self.on_episode(summary | ({"label": label} if label else {}))
+        self.on_episode(summary | label_fields(label, source))
 
     def _observe_unreported(self, frames: np.ndarray, state: np.ndarray) -> bool:
-        label, self.label = self.label, None
+        label, reward, source = self._take_label()
         success = label == "success"
         truncated = self.max_episode_steps > 0 and self.recorder.stats.steps >= self.max_episode_steps
         if self.recorder.pending is not None:
-            summary = self.recorder.outcome(0.0, label is not None, truncated, success,
+            summary = self.recorder.outcome(reward or 0.0, label is not None, truncated, success,
                                             next_frames=frames, next_state=state)
         elif label is not None and self.recorder.stats.steps > 0:
             summary = self.recorder.end_episode(success)
@@ -138,8 +157,13 @@ class EpisodeRules:
         ended = {"terminated": label is not None, "truncated": truncated and label is None}
         self.on_episode({k: summary[k] for k in ("episode", "steps", "return", "success", "intervention_rate",
                                                  "weights_version")}
-                        | ended | {"actions": summary["steps"]} | ({"label": label} if label else {}))
+                        | ended | {"actions": summary["steps"]} | label_fields(label, source))
         return False  # that observation ended the episode: nothing to command in it
+
+
+def label_fields(label: str | None, source: str | None) -> dict:
+    """What an episode summary says about its label: none, a person's, or another source's (`label_source`)."""
+    return ({"label": label} if label else {}) | ({"label_source": source} if label and source else {})
 
 
 def episode_metrics(summary: dict) -> dict[str, float]:

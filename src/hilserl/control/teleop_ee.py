@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hilserl.control.episode import TeleopReading, pressed
+from hilserl.control.episode import TeleopReading, held, pressed
 from hilserl.kinematics.action_space import EeActionSpace
 
 NO_AXIS = -1  # in GamepadEeMapping.axes: this motion value is not on the pad (always 0)
@@ -148,6 +148,9 @@ class GamepadEeIntervention:
             if pressed(reading.buttons, button) and not pressed(previous, button):
                 return label
         return None
+
+    def success_held(self, now: float) -> bool:
+        return held(self.last, now, self.timeout, self.mapping.success_button)
 
     def human_action(self, now: float) -> np.ndarray | None:
         r = self.last

@@ -22,6 +22,8 @@ Topics
   episode_topic (sub)    std_msgs/String JSON per sim step (control/steps.py), RELIABLE KEEP_LAST 100
   teleop_topic (sub)     sensor_msgs/Joy: while the dead-man button is held the person's axes replace the
                          policy's action (flagged as an intervention); label buttons end an episode
+A reward classifier (`reward_classifier`) may end an episode as a success (control/reward.py); with
+`record_frames_dir` every observation's frames are written there, labelled by the success button.
 How actions become commands, per action space: control/arm_command.py.
 """
 
@@ -90,7 +92,8 @@ class ActorNode(Node):
                                   on_new_config=self.commander.configure)
         self.uses_reports = bool(p["episode_topic"])
         self.core = ActorCore(self.policy, self.sensors, self.rules, self.commander, self.health_state, self.set_state,
-                              p["stale_after"], p["deterministic"], self.uses_reports)
+                              p["stale_after"], p["deterministic"], self.uses_reports,
+                              reward=self.load_reward(p), frame_writer=self.frame_writer(p))
 
         self.command_pub = self.create_publisher(Float64MultiArray, p["command_topic"], COMMANDS)
         if p["command_interface"] == "cartesian_pose":
@@ -120,6 +123,35 @@ class ActorNode(Node):
         self.create_timer(1.0, self.publish_status)  # StatusTopic sends only what changed
         self.publish_status()
         self.get_logger().info(self.health_state.reason)
+
+    def load_reward(self, p: dict):
+        """The reward classifier `reward_classifier` names, loaded strictly (None when '')."""
+        if not p["reward_classifier"]:
+            return None
+        from hilserl.control.reward import ClassifierReward
+        from hilserl.weights.codec import WeightsError
+
+        try:
+            reward = ClassifierReward.load(p["reward_classifier"], torch_device("actor", p["device"]),
+                                           p["reward_threshold"], p["reward_confirm_steps"])
+        except WeightsError as err:
+            raise SystemExit(f"actor: reward_classifier {p['reward_classifier']}: {err}") from None
+        if reward.num_cameras != len(self.image_topics):
+            raise SystemExit(f"actor: reward_classifier {p['reward_classifier']} takes {reward.num_cameras} "
+                             f"camera(s); image_topics names {len(self.image_topics)}")
+        self.get_logger().info(f"reward classifier {p['reward_classifier']} loaded, digest {reward.digest}: success "
+                               f"when p > {p['reward_threshold']} for {p['reward_confirm_steps']} step(s)")
+        return reward
+
+    def frame_writer(self, p: dict):
+        if not p["record_frames_dir"]:
+            return None
+        from hilserl.reward.frames import FrameWriter
+
+        writer = FrameWriter(Path(p["record_frames_dir"]).expanduser(), source=f"actor {self.get_fully_qualified_name()}")
+        self.get_logger().info(f"recording labelled frames to {writer.folder} from episode {writer.episode}; "
+                               "the success button marks success frames and ends no episode")
+        return writer
 
     # -- weights -------------------------------------------------------------------------------
     def incompatibility(self, config) -> str | None:
@@ -175,7 +207,7 @@ class ActorNode(Node):
     def on_joy(self, msg: Joy) -> None:
         label = self.commander.gamepad(TeleopReading(time.monotonic(), tuple(msg.axes), tuple(msg.buttons)))
         if label:
-            self.rules.press(label)
+            self.core.press(label)
 
     def on_spacenav_twist(self, msg: Twist) -> None:
         linear, angular = msg.linear, msg.angular
@@ -219,6 +251,7 @@ class ActorNode(Node):
 
     def finish_episode(self, summary: dict) -> None:
         self.policy.reset_stack()
+        self.core.episode_finished()
         self.health_state.episodes.append(summary)
         self.episodes_pub.publish(String(data=json.dumps(summary)))
         if self.metrics:
@@ -240,6 +273,9 @@ class ActorNode(Node):
 
     def health(self):
         return self.core.report(time.monotonic(), self.transition_sender)
+
+    def close(self) -> None:
+        self.core.close()  # recorded frames not yet in a shard
 
     def publish_status(self) -> None:
         status = self.core.status(self.get_fully_qualified_name(), self.transition_sender)

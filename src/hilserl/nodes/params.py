@@ -49,6 +49,7 @@ class Param:
     low: float | None = None  # numbers (or list elements): at least this ...
     high: float | None = None  # ... and at most this
     above: bool = False  # `low` itself is not allowed (a rate > 0)
+    below: bool = False  # `high` itself is not allowed (a probability threshold < 1)
     choices: tuple[str, ...] = ()
     per_joint: bool = False  # a list with one value per entry of `joints`; one number means all joints
     non_empty: bool = False  # strings and lists
@@ -60,7 +61,7 @@ class Param:
             self.kind.rstrip("[]")]
         if self.low is not None or self.high is not None:
             bounds = [f"{'>' if self.above else '>='} {self.low:g}" if self.low is not None else "",
-                      f"<= {self.high:g}" if self.high is not None else ""]
+                      f"{'<' if self.below else '<='} {self.high:g}" if self.high is not None else ""]
             element += " " + " and ".join(b for b in bounds if b)
         if self.choices:
             element = "one of " + ", ".join(self.choices)
@@ -125,7 +126,7 @@ class Param:
                 return None
         if self.low is not None and (value < self.low or (self.above and value == self.low)):
             return None
-        if self.high is not None and value > self.high:
+        if self.high is not None and (value > self.high or (self.below and value == self.high)):
             return None
         return value
 
@@ -363,6 +364,13 @@ ACTOR_PARAMS = (
     Param("run_dir", "", "Metrics and TensorBoard events go to RUN_DIR/<node> ('' = none).", "str"),
     Param("device", "cpu", "Torch device the policy runs on (auto = a GPU when torch sees one).", "str",
           check=device_name),
+    Param("reward_classifier", "", "A reward classifier checkpoint: its confirmed success ends an episode with "
+          "reward 1 ('' = off).", "str", check=checkpoint_dir),
+    Param("reward_threshold", 0.8, "The classifier's p(success) above this counts as a success step.", "float",
+          low=0.0, high=1.0, above=True, below=True),
+    Param("reward_confirm_steps", 2, "Consecutive success steps that confirm a success.", "int", low=1),
+    Param("record_frames_dir", "", "Record each observation's frames here, labelled success while the success "
+          "button is held (which then ends no episode) ('' = off).", "str"),
 )
 PER_JOINT_DEFAULTS = {"joint_lower": JOINT_LOWER, "joint_upper": JOINT_UPPER, "action_scale": ACTION_SCALE,
                       "teleop_axes": tuple(range(len(JOINTS)))}

@@ -87,6 +87,9 @@ class TaskConfig:
     control_dt: float = 0.1  # one `step`
     physics_dt: float = 0.01  # one Genesis step; control_dt / physics_dt physics steps per control step
     episode_steps: int = 50  # time limit: truncated after this many steps
+    # False: success does not end the episode (it runs to the time limit): recording labelled frames keeps the
+    # frames of a success held, not only the first one
+    end_on_success: bool = True
     # Reward and success
     # "dense": shaped progress minus one, in [-1, 0), and 0 on success; every step short of success costs
     # something, so ending the episode by succeeding is always worth more than lingering near the goal.
@@ -374,9 +377,10 @@ class PandaTask:
         for e in range(self.n):
             obs = self._observation(state, images, e)
             reward, success, info = self._evaluate(obs, e)
-            truncated = bool(self.steps[e] >= self.config.episode_steps) and not success
-            self.done[e] = success or truncated
-            results.append(StepResult(obs, reward, success, terminated=success, truncated=truncated, info=info))
+            terminated = success and self.config.end_on_success
+            truncated = bool(self.steps[e] >= self.config.episode_steps) and not terminated
+            self.done[e] = terminated or truncated
+            results.append(StepResult(obs, reward, success, terminated=terminated, truncated=truncated, info=info))
         return results
 
     # -- task logic ----------------------------------------------------------------------------

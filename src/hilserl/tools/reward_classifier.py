@@ -1,0 +1,108 @@
+"""`python -m hilserl reward-classifier train|eval`: a success classifier on labelled camera frames.
+
+  train --frames DIR --out DIR [--init-encoder CHECKPOINT] [--epochs N] [--device D] ...
+        trains on the frames of DIR (hilserl.reward.frames) with a held-out split by episode, then writes the
+        classifier checkpoint (config.json + model.safetensors) with its held-out scores in config.json, and
+        prints them as one JSON line. --init-encoder starts from a policy checkpoint's encoder.
+  eval  --checkpoint DIR --frames DIR [--threshold P]
+        scores every frame of DIR and prints one JSON line:
+        {"accuracy": ..., "false_positive_rate": ..., "false_negative_rate": ..., "frames": N}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from hilserl.policies.device import DEVICE_CHOICES
+from hilserl.reward import training
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m hilserl reward-classifier", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="action", required=True)
+    t = sub.add_parser("train", help="train a classifier on a frames folder")
+    t.add_argument("--frames", required=True, help="frames folder (record-frames, or an actor's record_frames_dir)")
+    t.add_argument("--out", required=True, help="classifier checkpoint directory to write")
+    t.add_argument("--init-encoder", help="a policy checkpoint whose encoder the classifier starts from")
+    t.add_argument("--epochs", type=int, default=training.EPOCHS)
+    t.add_argument("--batch-size", type=int, default=training.BATCH_SIZE)
+    t.add_argument("--lr", type=float, default=training.LR)
+    t.add_argument("--held-out", type=float, default=training.HELD_OUT_FRACTION,
+                   help="share of the episodes held out for scoring (by episode, stratified by success)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=1, help="torch threads")
+    t.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES} (default auto: a GPU when torch sees one)")
+    e = sub.add_parser("eval", help="score a classifier on a frames folder")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--frames", required=True)
+    e.add_argument("--threshold", type=float, default=training.THRESHOLD, help="success when p(success) > this")
+    e.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    if args.action == "train" and (args.epochs < 1 or args.batch_size < 1 or not 0.0 <= args.held_out < 1.0):
+        p.error("--epochs and --batch-size must be >= 1, --held-out in [0, 1)")
+    if args.action == "eval" and not 0.0 < args.threshold < 1.0:
+        p.error("--threshold must be in (0, 1)")
+    return args
+
+
+def train(args: argparse.Namespace) -> dict:
+    import torch
+
+    from hilserl.policies.device import resolve_device
+    from hilserl.reward.classifier import ClassifierConfig, fold_policy_encoder, save_classifier
+    from hilserl.reward.frames import read_frames
+
+    torch.set_num_threads(args.threads)
+    data = read_frames(args.frames)
+    if data.success.all() or not data.success.any():
+        raise ValueError(f"{args.frames}: all {len(data)} frames are labelled "
+                         f"{'success' if data.success.all() else 'not success'}; a classifier needs both")
+    train_rows, held_rows = training.split_by_episode(data, args.held_out, args.seed)
+    if not len(held_rows):
+        print("reward-classifier train: no episode held out (each kind of episode needs 2 or more, and --held-out "
+              "> 0); the scores printed are empty", file=sys.stderr)
+    channels, encoder = ClassifierConfig.encoder_channels, None
+    if args.init_encoder:
+        from hilserl.weights.checkpoint import read_config_file
+
+        channels = read_config_file(args.init_encoder)[0].encoder_channels
+        encoder = fold_policy_encoder(args.init_encoder, ClassifierConfig(image_size=data.image_size,
+                                                                          num_cameras=data.num_cameras,
+                                                                          encoder_channels=channels))
+    model = training.train_classifier(data, train_rows, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                      device=resolve_device(args.device), seed=args.seed, encoder_state=encoder,
+                                      encoder_channels=channels)
+    held = data.select(held_rows)
+    scores = training.score(model, held).as_dict()
+    notes = {"frames": args.frames, "train_frames": len(train_rows), "train_episodes": len(set(data.episode[train_rows])),
+             "held_out_episodes": sorted(int(e) for e in set(held.episode)), "epochs": args.epochs,
+             "init_encoder": args.init_encoder or "", "held_out_scores": scores, "threshold": training.THRESHOLD}
+    save_classifier(model.cpu(), args.out, {"training": notes})
+    return {"held_out": scores, "digest": model.digest(), "out": str(args.out)}
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    from hilserl.policies.device import resolve_device
+    from hilserl.reward.classifier import load_classifier
+    from hilserl.reward.frames import read_frames
+
+    model, _ = load_classifier(args.checkpoint, resolve_device(args.device))
+    data = read_frames(args.frames)
+    if (data.num_cameras, data.image_size) != (model.config.num_cameras, model.config.image_size):
+        raise ValueError(f"{args.frames} holds {data.num_cameras} camera(s) at {data.image_size} px; the classifier "
+                         f"takes {model.config.num_cameras} at {model.config.image_size} px")
+    return training.score(model, data, args.threshold).as_dict()
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        result = train(args) if args.action == "train" else evaluate(args)
+    except ValueError as err:  # FramesError and WeightsError are ValueErrors: unusable input, said plainly
+        print(f"reward-classifier {args.action}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
