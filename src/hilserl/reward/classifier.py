@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from hilserl.policies.config import PolicyConfig
 from hilserl.policies.inference import Encoder, init_weights
-from hilserl.weights.checkpoint import CONFIG_FILE, MODEL_FILE, load_checkpoint
+from hilserl.weights.checkpoint import CONFIG_FILE, MODEL_FILE, load_checkpoint, write_checkpoint_dir
 from hilserl.weights.codec import WeightsError, tensor_digest
 from hilserl.weights.loader import check_state_matches
 
@@ -112,12 +112,7 @@ def save_classifier(model: RewardClassifier, out_dir: str | Path, extra: dict[st
     tensors = {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}
     doc = {"format": CLASSIFIER_FORMAT, "classifier": dataclasses.asdict(model.config),
            "digest": tensor_digest(tensors)} | (extra or {})
-    tmp = out / (MODEL_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": CLASSIFIER_FORMAT})
-    tmp.replace(out / MODEL_FILE)
-    (out / (CONFIG_FILE + ".tmp")).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    (out / (CONFIG_FILE + ".tmp")).replace(out / CONFIG_FILE)
-    return out
+    return write_checkpoint_dir(out, tensors, doc, CLASSIFIER_FORMAT)
 
 
 def load_classifier(ckpt_dir: str | Path, device: torch.device | str = "cpu") -> tuple[RewardClassifier, dict]:

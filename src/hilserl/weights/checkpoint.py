@@ -49,8 +49,14 @@ def save_checkpoint(module: nn.Module, config: PolicyConfig, out_dir: str | Path
     doc = {"format": CHECKPOINT_FORMAT, "policy": config.to_dict(), "config_fingerprint": config.fingerprint(),
            "step": step, "storage_dtype": str(storage_dtype or torch.float32).removeprefix("torch.")}
     doc.update(extra or {})
+    return write_checkpoint_dir(out, tensors, doc, CHECKPOINT_FORMAT)
+
+
+def write_checkpoint_dir(out: Path, tensors: dict[str, torch.Tensor], doc: dict[str, Any], file_format: str) -> Path:
+    """`out/model.safetensors` then `out/config.json`, each written beside and renamed over its target, so a
+    reader sees either the old file or the whole new one."""
     tmp = out / (MODEL_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
+    save_file(tensors, str(tmp), metadata={"format": file_format})
     tmp.replace(out / MODEL_FILE)
     (out / (CONFIG_FILE + ".tmp")).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     (out / (CONFIG_FILE + ".tmp")).replace(out / CONFIG_FILE)
