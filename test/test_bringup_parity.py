@@ -16,6 +16,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,7 +193,9 @@ def test_launch_file_declares_exactly_the_graph_arguments(launch_file):
     {"rviz": "true", "policy": "drqv2"},
     {"rviz": "true", "num_actors": "2", "sim": "true"},
     {"sim": "false", "rviz": "true", "params_file": "{params}"},
-], ids=["default", "three-sim-actors", "hardware-two-actors", "rviz", "rviz-two-actors", "hardware-params-file"])
+    {"task": "lift", "num_actors": "2"},
+], ids=["default", "three-sim-actors", "hardware-two-actors", "rviz", "rviz-two-actors", "hardware-params-file",
+        "lift-two-actors"])
 def test_launch_and_bringup_start_the_same_nodes(launch_file, checkpoint, tmp_path, given):
     params = tmp_path / "site.yaml"
     params.write_text("/**/actor:\n  ros__parameters:\n    control_hz: 15.0\n")
@@ -213,6 +216,7 @@ def test_launch_and_bringup_start_the_same_nodes(launch_file, checkpoint, tmp_pa
     assert [a["namespace"] for a in actors] == expected_ns and all(a["name"] == "actor" for a in actors)
     learner = next(n for n in from_launch if n["executable"] == "learner")
     assert learner["params"]["checkpoint"] == checkpoint and learner["namespace"] == ""
+    assert all(s["params"]["task"] == given.get("task", "reach") for s in sims)
     for node in actors + sims:
         files = [Path(f).name for f in node["param_files"]]
         assert files[0] in ("actor.yaml", "sim.yaml")
@@ -228,6 +232,32 @@ def test_launch_and_bringup_start_the_same_nodes(launch_file, checkpoint, tmp_pa
         assert has_rsp == (given.get("sim", "true") == "true")
     if given.get("use_sim_time") == "true":
         assert all(n["params"]["use_sim_time"] is True for n in from_launch if n["executable"] != "sim")
+
+
+EE_CHECKPOINT_CONFIG = '{"policy": {"policy": "drqv2", "action_space": "ee_delta"}}'
+
+
+def test_task_picks_the_sim_task_the_checkpoint_and_the_reward_classifier(monkeypatch, tmp_path):
+    package = tmp_path / "share"
+    shutil.copytree(REPO / "config", package / "config")
+    for name in ("lift", "lift_reward", "reach"):
+        (package / "checkpoints" / name).mkdir(parents=True)
+    for name in ("lift", "reach"):
+        (package / "checkpoints" / name / "config.json").write_text(EE_CHECKPOINT_CONFIG)
+    (package / "checkpoints" / "lift_reward" / "config.json").write_text("{}")
+    monkeypatch.setattr(graph, "package_root", lambda: package)
+
+    def nodes(task: str) -> dict[str, graph.NodeSpec]:
+        args = graph.parse_launch_args({"task": task, "run_dir": str(tmp_path / "run")})
+        return {spec.role: spec for spec in graph.build_graph(args)}
+    lift = nodes("lift")
+    assert lift["sim"].overrides["task"] == "lift"
+    assert lift["learner"].overrides["checkpoint"] == str((package / "checkpoints" / "lift").resolve())
+    assert lift["actor"].overrides["reward_classifier"] == str(package / "checkpoints" / "lift_reward")
+    reach = nodes("reach")  # no classifier shipped for reach: the sim's reward
+    assert reach["sim"].overrides["task"] == "reach" and "reward_classifier" not in reach["actor"].overrides
+    with pytest.raises(graph.GraphError, match="task:='stack'"):
+        graph.parse_launch_args({"task": "stack"})
 
 
 def test_bad_arguments_fail_before_anything_starts(checkpoint, tmp_path):

@@ -30,10 +30,24 @@ from pathlib import Path
 
 from hilserl import names
 from hilserl.names import PER_ARM_TOPICS, POLICY_TYPES
+from hilserl.sim.task import TASKS
 
 PACKAGE = "hilserl"
-DEFAULT_CHECKPOINT = "checkpoints/reach"  # relative to the package root (source tree or share/hilserl)
+DEFAULT_TASK = "reach"
 POLICIES = POLICY_TYPES
+
+
+def task_checkpoint(task: str) -> str:
+    """The shipped policy for a task, relative to the package root (source tree or share/hilserl)."""
+    return f"checkpoints/{task}"
+
+
+def task_reward_classifier(task: str) -> str:
+    """The shipped reward classifier for a task (the actor uses it when it exists), relative to the package root."""
+    return f"checkpoints/{task}_reward"
+
+
+DEFAULT_CHECKPOINT = task_checkpoint(DEFAULT_TASK)
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,10 @@ class LaunchArgument:
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("sim", "true", "true: Genesis sim node(s) stand in for the arm; false: a real arm's "
                                   "ros2_control is already running"),
-    LaunchArgument("checkpoint", "", f"checkpoint directory for the learner ('' = {DEFAULT_CHECKPOINT} in the "
+    LaunchArgument("task", DEFAULT_TASK, f"the task, one of {TASKS}: picks the sim's task, the default checkpoint "
+                                         f"({task_checkpoint('<task>')}) and the actor's reward classifier "
+                                         f"({task_reward_classifier('<task>')}, where the package has one)"),
+    LaunchArgument("checkpoint", "", f"checkpoint directory for the learner ('' = {task_checkpoint('<task>')} in the "
                                      "package)"),
     LaunchArgument("num_actors", "1", "actor count; above 1 each actor (and its sim) gets namespace actor_<i>"),
     LaunchArgument("policy", "", "drqv2 or sac: refuse to start unless the checkpoint holds this policy "
@@ -63,6 +80,7 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
 @dataclass(frozen=True)
 class GraphArgs:
     sim: bool = True
+    task: str = DEFAULT_TASK
     checkpoint: str = ""
     num_actors: int = 1
     policy: str = ""
@@ -143,7 +161,9 @@ def parse_launch_args(values: dict[str, str]) -> GraphArgs:
         raise GraphError(f"num_actors:={num_actors}: at least one actor is needed")
     if v["policy"] not in ("", *POLICIES):
         raise GraphError(f"policy:={v['policy']!r}: use one of {POLICIES} (or leave it empty)")
-    return GraphArgs(sim=parse_bool("sim", v["sim"]), checkpoint=v["checkpoint"], num_actors=num_actors,
+    if v["task"] not in TASKS:
+        raise GraphError(f"task:={v['task']!r}: use one of {TASKS}")
+    return GraphArgs(sim=parse_bool("sim", v["sim"]), task=v["task"], checkpoint=v["checkpoint"], num_actors=num_actors,
                      policy=v["policy"], rviz=parse_bool("rviz", v["rviz"]),
                      use_sim_time=parse_bool("use_sim_time", v["use_sim_time"]), run_dir=v["run_dir"],
                      params_file=v["params_file"])
@@ -151,11 +171,12 @@ def parse_launch_args(values: dict[str, str]) -> GraphArgs:
 
 def resolve_checkpoint(args: GraphArgs) -> Path:
     """The checkpoint the learner loads, checked here so a wrong path fails before anything starts."""
-    path = Path(args.checkpoint).expanduser() if args.checkpoint else package_root() / DEFAULT_CHECKPOINT
+    path = Path(args.checkpoint).expanduser() if args.checkpoint else package_root() / task_checkpoint(args.task)
     config = path / "config.json"
     if not config.is_file():
-        hint = (f"train one with `python -m hilserl pretrain --out {path}`, or for an untrained stand-in "
-                f"`python -m hilserl init-checkpoint --policy {args.policy or 'drqv2'} --seed 0 --out {path}`")
+        hint = (f"train one with `python -m hilserl pretrain --task {args.task} --action-space ee_delta --out {path}`, "
+                f"or for an untrained stand-in `python -m hilserl init-checkpoint --policy {args.policy or 'drqv2'} "
+                f"--action-space ee_delta --seed 0 --out {path}`")
         raise GraphError(f"no checkpoint at {path} (expected {config}): {hint}; "
                          "or pass checkpoint:=DIR")
     if args.policy:
@@ -197,16 +218,19 @@ def build_graph(args: GraphArgs) -> list[NodeSpec]:
     if args.sim:  # the sim keeps wall-clock time: it is what publishes /clock
         for i, ns in enumerate(namespaces):
             specs.append(NodeSpec(PACKAGE, "sim", "sim", ns, [str(config_file("sim.yaml")), *extra],
-                                  {"seed": i, "run_dir": run_dir}, list(per_arm), role="sim"))
+                                  {"seed": i, "run_dir": run_dir, "task": args.task}, list(per_arm), role="sim"))
     specs.append(NodeSpec(PACKAGE, "learner", "learner", "", [str(config_file("learner.yaml")), *extra],
                           {"checkpoint": str(checkpoint), "run_dir": run_dir} | sim_time, role="learner"))
     # The actor acts in the checkpoint's action space and refuses weights for any other (older
     # checkpoints, without the field, are joint_delta).
     action_space = checkpoint_policy(checkpoint / "config.json").get("action_space", "joint_delta")
     actor_files = [str(config_file("actor.yaml"))] + ([str(config_file("sim.yaml"))] if args.sim else [])
+    # The task's shipped reward classifier, when the package has one, gives the reward on a real arm.
+    classifier = package_root() / task_reward_classifier(args.task)
+    reward = {"reward_classifier": str(classifier)} if (classifier / "config.json").is_file() else {}
     for i, ns in enumerate(namespaces):
         specs.append(NodeSpec(PACKAGE, "actor", "actor", ns, actor_files + extra,
-                              {"seed": i, "run_dir": run_dir, "action_space": action_space} | sim_time,
+                              {"seed": i, "run_dir": run_dir, "action_space": action_space} | reward | sim_time,
                               list(per_arm), role="actor"))
 
     if args.rviz:
