@@ -6,6 +6,8 @@ In one run:
             structures it
   hilserl   `DrQV2Agent.update` with the default `SpeedSettings` (hilserl/policies/speed.py)
   sac       `SACAgent.update` on the same batch (no plain SAC here: reported for its cost beside DrQ-v2)
+  drqv2 + grasp critic   `DrQV2Agent.update` with `gripper: discrete` (end-effector xyz actions): the grasp
+            critic's cost beside the continuous update
 First the losses: plain and hilserl start from the same weights, batch, augmentation shifts and noise (same
 seed), and the fast path's critic/actor losses must lie within LOSS_RTOL of the plain ones. Then the speed:
 the updates alternate, so load from other processes on a shared CPU hits all alike; the ratio of medians is
@@ -41,6 +43,7 @@ sys.path.insert(0, str(REPO / "test"))  # the plain reference update lives with 
 from hilserl.policies.batch import Batch  # noqa: E402
 from hilserl.policies.config import PolicyConfig  # noqa: E402
 from hilserl.policies.device import resolve_device  # noqa: E402
+from hilserl.policies.drqv2 import DrQV2Agent  # noqa: E402
 from hilserl.policies.sac import SACAgent  # noqa: E402
 from hilserl.policies.speed import SpeedSettings  # noqa: E402
 from drqv2_reference import pair, synthetic_batch  # noqa: E402
@@ -139,10 +142,10 @@ def main() -> int:
         }
     threads = torch.get_num_threads()
 
-    def runner(update, speed: SpeedSettings):
+    def runner(update, speed: SpeedSettings, on=batch):
         def run() -> None:
             speed.apply_threads()  # a no-op unless the variant sets its own thread count
-            update(batch, 0)
+            update(on, 0)
             torch.set_num_threads(threads)
         return run
 
@@ -156,10 +159,13 @@ def main() -> int:
                 agent.update(batch, step)
             print(f"  {name}: compiled in {time.perf_counter() - start:.0f} s (first two updates)", flush=True)
         runners[name] = runner(agent.update, speed)
-    # Other learners' updates, timed beside DrQ-v2 on the same batch: SAC, and (once the learner has one)
-    # the grasp critic's update as its own entry, so its cost shows next to the agents it is added to.
+    # Other learners' updates, timed beside DrQ-v2 on the same batch: SAC, and DrQ-v2 with a discrete gripper
+    # (end-effector xyz + the grasp critic's double-DQN update), so the grasp critic's cost shows next to it.
     runners["sac"] = runner(SACAgent(dataclasses.replace(config, policy="sac"), speed=default, device=device).update,
                             default)
+    grasp = dataclasses.replace(config, action_space="ee_delta", ee_axes="xyz", action_dim=4, gripper="discrete")
+    runners["drqv2 + grasp critic"] = runner(DrQV2Agent(grasp, speed=default, device=device).update, default,
+                                             synthetic_batch(grasp, args.batch).to(device))
     print(f"timing, interleaved ({args.warmup} warm-up, {args.rounds} timed rounds):", flush=True)
     times = time_interleaved(runners, args.rounds, args.warmup, device)
 
