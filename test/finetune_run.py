@@ -1,9 +1,12 @@
-"""Fine-tuning a pretrained checkpoint through the whole ROS loop (sim + learner + actor, paced lock-step),
-measured from the sim's own episode record: test_finetune.py and bench/finetune_stability.py both run it.
+"""Fine-tuning a pretrained checkpoint through the whole ROS loop (sim + learner + actor, paced lock-step, and
+the simulated operator when asked), measured from the sim's own episode record: test_finetune.py,
+test_finetune_shifted.py, bench/finetune_stability.py and bench/finetune.py run it.
 
 Success comes from the sim node's log ("episode N ended (...): success=..."), never from the actor's
 summaries; each sim episode is credited to the weights version the actor had loaded for most of its wall
-time (from /actor/weights_loaded, which also gives the learner step of each version).
+time (from /actor/weights_loaded, which also gives the learner step of each version). The share of its steps the
+operator drove comes from the actor's episode summaries (/actor/episodes), matched to the sim's episodes in
+order: in lock-step the actor ends an episode exactly when the sim does.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ class Episode:
     episode_return: float
     ended: float  # wall-clock seconds (the sim log's timestamp)
     version: int = 0
+    intervention_rate: float = 0.0  # share of the episode's steps the operator drove (the actor's summary)
+
+    @property
+    def unassisted_success(self) -> bool:
+        """Succeeded with nobody taking over: the policy's own success."""
+        return self.success and self.intervention_rate == 0.0
 
 
 @dataclass
@@ -65,6 +74,10 @@ class FinetuneRun:
 
     def successes(self) -> list[bool]:
         return [e.success for e in self.episodes]
+
+    def intervention_rate(self) -> float:
+        """Share of all the run's steps the operator drove (episodes are equally long)."""
+        return sum(e.intervention_rate for e in self.episodes) / len(self.episodes) if self.episodes else 0.0
 
     def window_rates(self, size: int = 10) -> list[float]:
         s = self.successes()
@@ -100,9 +113,11 @@ def credit_versions(episodes: list[Episode], loads: list[tuple[float, int]]) -> 
 
 def run_finetune(workdir: Path, checkpoint: str, learner: dict, *, updates: int, min_episodes: int,
                  timeout: float, sim_hz: float = 6.0, episode_steps: int = 40, seed: int = 0,
-                 stop_early=None) -> FinetuneRun:
-    """Start sim + learner + actor, run until the learner has done `updates` updates and the sim has ended
-    `min_episodes` episodes (or `stop_early(run)` says so), then stop everything and return the record."""
+                 stop_early=None, task: str = "reach", variant: str = "standard",
+                 operator: dict | None = None, actor: dict | None = None) -> FinetuneRun:
+    """Start sim (`task`, `variant`) + learner + actor, and the simulated operator with parameters `operator` when
+    given (`actor`: parameters added to the actor's); run until the learner has done `updates` updates and the sim has ended `min_episodes` episodes (or
+    `stop_early(run)` says so), then stop everything and return the record."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
 
@@ -112,6 +127,7 @@ def run_finetune(workdir: Path, checkpoint: str, learner: dict, *, updates: int,
     latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     loaded = probe.subscribe(String, "/actor/weights_loaded", latched)
     status = probe.subscribe(String, "/learner/status", latched)
+    summaries = probe.subscribe(String, "/actor/episodes", latched)
     procs: list[NodeProcess] = []
     run, started = FinetuneRun(), time.monotonic()
 
@@ -119,19 +135,25 @@ def run_finetune(workdir: Path, checkpoint: str, learner: dict, *, updates: int,
         with probe.lock:
             loads = [(at, json.loads(m.data)) for at, m in loaded]
             statuses = [json.loads(m.data) for _, m in status]
+            rates = [json.loads(m.data).get("intervention_rate", 0.0) for _, m in summaries]
         run.versions = {d["weights_version"]: {"learner_step": d["learner_step"]} for _, d in loads}
         run.learner_step = max((s.get("learner_step", 0) for s in statuses), default=0)
         run.episodes = sim_episodes(procs[0].log()) if procs else []
+        for episode, rate in zip(run.episodes, rates):
+            episode.intervention_rate = rate
         credit_versions(run.episodes, [(to_wall(at), d["weights_version"]) for at, d in loads])
         return run
 
     try:
         sim = NodeProcess("sim", {"lockstep": True, "lockstep_max_hz": sim_hz, "episode_steps": episode_steps,
-                                  "seed": seed}, env, workdir)
+                                  "seed": seed, "task": task, "variant": variant}, env, workdir)
         procs.append(sim)
         procs.append(NodeProcess("learner", {"checkpoint": checkpoint, "state_dir": str(workdir / "learner"),
                                              "checkpoint_every_updates": 100_000} | learner, env, workdir))
-        procs.append(NodeProcess("actor", ACTOR | {"spill_dir": str(workdir / "spill"), "seed": seed}, env, workdir))
+        procs.append(NodeProcess("actor", ACTOR | {"spill_dir": str(workdir / "spill"), "seed": seed} | (actor or {}),
+                                 env, workdir))
+        if operator is not None:
+            procs.append(NodeProcess("operator", {"task": task, "variant": variant} | operator, env, workdir))
 
         def done() -> bool:
             refresh()
