@@ -21,7 +21,8 @@ until the main arm's 20-episode >= 90% window was reached (or the budget); inter
 main arm's steps the operator drove.
 
     .venv/bin/python bench/finetune.py [--task reach] [--variant shifted] [--budget-episodes 40]
-        [--budget-minutes 10] [--arms pretrained,main,no-operator,fresh] [--out finetune.png]
+        [--budget-minutes 10] [--arms pretrained,main,no-operator,fresh] [--operator stall_steps=5]
+        [--learner encoder_lr_scale=1.0] [--out finetune.png]
 
 --reward-classifier DIR: success from a trained reward classifier instead of the sim; refused while the actor
 has no `reward_classifier` parameter.
@@ -53,13 +54,24 @@ OPERATOR: dict = {}
 STARTUP = 300.0  # seconds allowed beyond the budget for a machine's first Genesis scene build
 
 
-def arms(checkpoint: Path, fresh: Path) -> dict[str, dict]:
+def arms(checkpoint: Path, fresh: Path, learner: dict, operator: dict) -> dict[str, dict]:
+    learning = LEARNER | PROTECTED | learner
     return {
-        "main": {"checkpoint": checkpoint, "learner": LEARNER | PROTECTED, "operator": OPERATOR},
+        "main": {"checkpoint": checkpoint, "learner": learning, "operator": OPERATOR | operator},
         "pretrained": {"checkpoint": checkpoint, "learner": {"training": False}, "operator": None},
-        "no-operator": {"checkpoint": checkpoint, "learner": LEARNER | PROTECTED, "operator": None},
-        "fresh": {"checkpoint": fresh, "learner": LEARNER | PROTECTED, "operator": OPERATOR},
+        "no-operator": {"checkpoint": checkpoint, "learner": learning, "operator": None},
+        "fresh": {"checkpoint": fresh, "learner": learning, "operator": OPERATOR | operator},
     }
+
+
+def overrides(text: str) -> dict:
+    """`key=value,key=value` (values as YAML: 5, 1.0, true) to node parameters."""
+    import yaml
+
+    pairs = [item.split("=", 1) for item in text.split(",") if item]
+    if bad := [item for item in pairs if len(item) != 2 or not item[0]]:
+        raise argparse.ArgumentTypeError(f"expected key=value pairs, got {['='.join(b) for b in bad]}")
+    return {key: yaml.safe_load(value) for key, value in pairs}
 
 
 def own_successes(run: FinetuneRun) -> list[bool]:
@@ -146,6 +158,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=SEED, help="the sim's first episode seed (the same for every arm)")
     p.add_argument("--reward-classifier", metavar="DIR", help="success from this reward classifier (needs an "
                    "actor with a `reward_classifier` parameter)")
+    p.add_argument("--operator", type=overrides, default={}, metavar="K=V,..",
+                   help="operator parameters for the arms with the operator, e.g. stall_steps=5")
+    p.add_argument("--learner", type=overrides, default={}, metavar="K=V,..",
+                   help="learner parameters for the learning arms, e.g. encoder_lr_scale=1.0")
     p.add_argument("--out", default="finetune.png")
     args = p.parse_args(argv)
     from hilserl.sim.task import VARIANTS
@@ -161,7 +177,7 @@ def main(argv: list[str]) -> int:
     runs, rows = {}, []
     with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
         fresh = init_fresh(Path(tmp) / "fresh-ckpt", args.seed) if "fresh" in names else Path(tmp)
-        settings = arms(CHECKPOINTS[args.task], fresh)
+        settings = arms(CHECKPOINTS[args.task], fresh, args.learner, args.operator)
         for name in names:
             arm, started = settings[name], time.monotonic()
 
