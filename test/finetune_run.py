@@ -115,9 +115,9 @@ def run_finetune(workdir: Path, checkpoint: str, learner: dict, *, updates: int,
                  timeout: float, sim_hz: float = 6.0, episode_steps: int = 40, seed: int = 0,
                  stop_early=None, task: str = "reach", variant: str = "standard",
                  operator: dict | None = None, actor: dict | None = None) -> FinetuneRun:
-    """Start sim (`task`, `variant`) + learner + actor, and the simulated operator with parameters `operator` when
-    given (`actor`: parameters added to the actor's); run until the learner has done `updates` updates and the sim has ended `min_episodes` episodes (or
-    `stop_early(run)` says so), then stop everything and return the record."""
+    """Start sim (`task`, `variant`) + learner + actor (`actor`: parameters added to its own), and the simulated
+    operator with parameters `operator` when given; run until the learner has done `updates` updates and the sim
+    has ended `min_episodes` episodes (or `stop_early(run)` says so), then stop everything and return the record."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
 
