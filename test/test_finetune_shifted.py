@@ -46,7 +46,8 @@ def test_fine_tuning_with_the_operator_beats_the_pretrained_checkpoint_on_the_sh
     # Why this bound is neither flaky nor lenient. Measured on seeds 9000000+: the pretrained checkpoint
     # succeeded in 5 of 35 shifted episodes, and 0 of 10 and 0 of 15 on the judged seeds (p ~ 0.12 at most);
     # the fine-tuned policy, once taken off, in 8 and 5 of its last 10 own episodes and 10 of its last 15
-    # (p ~ 0.65; the operator still takes over now and then, and such episodes do not count). With independent Binomial(15, 0.65) and Binomial(15, 0.12) episodes a lead under 4 has
+    # (p ~ 0.65; the operator still takes over now and then, and such episodes do not count). With independent
+    # Binomial(15, 0.65) and Binomial(15, 0.12) episodes a lead under 4 has
     # probability 0.027; two policies both at 0.12 show a lead of 4 with probability 0.024, and less on the
     # same seeds, where their scenes are the same.
     assert tuned_wins >= pretrained_wins + LEAD, (tuned_wins, pretrained_wins)
