@@ -12,7 +12,12 @@ history, so it can label any state the learner visits: that is what DAgger-style
   reach  waypoint = the task's target above the cube; gripper open.
   push   go above a point behind the cube (seen from the goal), come down to cube height, then drive the
          gripper centre through the cube toward the goal; fingers closed.
-  lift   go above the cube, come down around it, close the fingers, then rise with it.
+  lift   go above the cube, come down around it, close the fingers, then rise with it as soon as they touch
+         it (the cube sits at any yaw under a hand whose orientation ee_axes xyz holds, so the fingers may
+         meet its corners; rising squeezes it straight).
+
+The gripper value is the finger's joint delta toward the stage's finger target; with `discrete_gripper` it is
+the grasp critic's command instead (close -1, stay 0, open +1: hilserl.policies.inference.GRIPPER_COMMANDS).
 """
 
 from __future__ import annotations
@@ -23,15 +28,23 @@ import numpy as np
 
 import pinocchio as pin
 
+import torch
+
 from hilserl.kinematics.action_space import EeActionSpace
 from hilserl.kinematics.panda import panda_arm
+from hilserl.policies.inference import GRIPPER_COMMANDS, gripper_command_index
 from hilserl.robot import ACTION_SCALE, FINGER_CLOSED, FINGER_OPEN, TCP_OFFSET
 from hilserl.sim.task import Observation, PandaTask, TaskConfig
 
 APPROACH_HEIGHT = 0.10  # m above the cube's centre before coming down (push, lift)
 XY_TOLERANCE = 0.012  # m: close enough above the cube / behind it to come down
-GRASP_TOLERANCE = 0.012  # m: gripper centre this close to the cube's centre closes the fingers
-GRASPED_FINGER = 0.03  # finger opening below which the cube counts as held
+GRASP_TOLERANCE = 0.012  # m: gripper centre this close to the cube's centre (in the plane, and not above it
+# by more) closes the fingers: the fingers take a few steps to close, the hand finishes its descent meanwhile
+BETWEEN_FINGERS = 0.03  # m: gripper centre this close to the cube's centre (in the plane and in height) has it
+# between the fingers (a held cube slides along the finger pads while rising)
+TOUCHING_FINGER = 0.034  # finger opening below which closed fingers hold the cube: its half-width is 0.025 m
+# face on, up to 0.035 m on its corners; the squeeze while rising turns it face on
+LIFT_MARGIN = 0.03  # m past the lift point that a held cube is raised toward
 IK_MAX_SAMPLES = 4  # random restarts when the first IK solve misses (rare near the workspace)
 
 
@@ -50,12 +63,15 @@ def cube_yaw(obs: Observation) -> float:
 
 class ScriptedExpert:
     def __init__(self, task: PandaTask | None, gain: float = 1.0, space: EeActionSpace | None = None,
-                 config: TaskConfig | None = None):
+                 config: TaskConfig | None = None, discrete_gripper: bool = False):
         """`space`: the policy's end-effector action settings, or None for joint-delta actions (Genesis IK: they
-        need the `task`). Without a task (outside the sim's process), `config` names the task and sizes."""
+        need the `task`). Without a task (outside the sim's process), `config` names the task and sizes.
+        `discrete_gripper`: the gripper value is a command (close, stay, open), as a grasp critic picks it."""
         if task is None and (config is None or space is None):
             raise ValueError("a ScriptedExpert without a Genesis task needs its TaskConfig and an ee action space")
-        self.task, self.gain, self.space = task, gain, space
+        if discrete_gripper and space is None:
+            raise ValueError("a discrete gripper needs end-effector actions (give `space`)")
+        self.task, self.gain, self.space, self.discrete_gripper = task, gain, space, discrete_gripper
         self.config = task.config if task is not None else config
         self.scale = np.asarray(ACTION_SCALE, dtype=np.float64)
         self.arm = panda_arm() if space is not None and space.rotates else None  # the TCP's orientation
@@ -73,6 +89,8 @@ class ScriptedExpert:
         """The expert's action in [-1, 1]^action_dim for this observation of environment `env`."""
         waypoint, yaw, finger = self.plan(obs)
         hand = (finger - obs.joint_positions[7]) / self.scale[7]
+        if self.discrete_gripper:  # the command whose thresholds the joint delta passes (stay when within a step)
+            hand = GRIPPER_COMMANDS[int(gripper_command_index(torch.tensor(float(np.clip(hand, -1.0, 1.0)))))]
         if self.space is not None:
             return np.clip(np.append(self.ee_motion(obs, waypoint, yaw), hand), -1.0, 1.0)
         q_goal = self.solve_ik(waypoint, top_down_quat(yaw), obs.joint_positions, env)
@@ -111,11 +129,14 @@ class ScriptedExpert:
 
     def _lift(self, obs: Observation) -> tuple[np.ndarray, float, float]:
         cube, tcp, finger = obs.cube_position, obs.ee_position, obs.joint_positions[7]
-        xy_error = float(np.linalg.norm(tcp[:2] - cube[:2]))
-        between_fingers = xy_error < GRASP_TOLERANCE * 2 and abs(tcp[2] - cube[2]) < GRASP_TOLERANCE * 2
-        if finger < GRASPED_FINGER and between_fingers:
-            return obs.target_position + np.array([0.0, 0.0, 0.02]), cube_yaw(obs), FINGER_CLOSED  # held: rise
-        if np.linalg.norm(tcp - cube) < GRASP_TOLERANCE:
+        xy_error, above = float(np.linalg.norm(tcp[:2] - cube[:2])), float(tcp[2] - cube[2])
+        between_fingers = xy_error < BETWEEN_FINGERS and abs(above) < BETWEEN_FINGERS
+        if finger < TOUCHING_FINGER and between_fingers:
+            # held: rise, moving the hand so that the cube (not the hand) ends up past the lift point, and at
+            # full speed until close to it (the arm sags under gravity, so a short step rises less than asked)
+            goal = obs.target_position + np.array([0.0, 0.0, LIFT_MARGIN])
+            return tcp + goal - cube, cube_yaw(obs), FINGER_CLOSED
+        if xy_error < GRASP_TOLERANCE and above < GRASP_TOLERANCE:
             return cube, cube_yaw(obs), FINGER_CLOSED  # around the cube: close
         height = self.descent_height(xy_error)
         return cube + np.array([0.0, 0.0, height]), cube_yaw(obs), FINGER_OPEN

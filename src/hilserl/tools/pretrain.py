@@ -11,10 +11,14 @@ scripted expert:
   4. critic   `--critic-rollouts` episodes of the policy acting as the actor does (half of them with extra
               action noise, for actions the critic must learn to rank lower), then the twin critics learn by
               n-step TD on the task reward with the learner's sampling (demos/rollouts 50/50, gamma 0.99,
-              n_step 3), actor and encoder held, until the TD error settles (`--critic-updates` at most): the
-              learner then starts from a critic that already values what the actor does
+              n_step 3), actor, encoder (and a discrete gripper's grasp critic) held, until the TD error
+              settles (`--critic-updates` at most): the learner then starts from a critic that already values
+              what the actor does
   5. rl       optional `--rl-steps` of DrQ-v2 fine-tuning on the task reward (demos + online data, 50/50);
               the actor waits `--rl-actor-delay` updates so the fresh critic learns first
+`--gripper discrete` (ee_delta): the expert gives gripper commands (close -1, stay 0, open +1), demos and
+rollouts replace a command by a random one with probability `--grasp-epsilon` instead of adding noise to it, and
+cloning trains the grasp critic on the commands by cross-entropy (arm values: MSE as above).
 The policy is evaluated (deterministic, fresh seeds) after each stage; the best evaluation is written to
 `--out` as an ordinary DrQ-v2 checkpoint (critic included) that the learner loads directly, with the first
 `--ship-demos` expert episodes beside it as `demos.safetensors` (the learner's demonstration buffer).
@@ -44,6 +48,8 @@ import torch
 from hilserl.kinematics.action_space import ACTION_SPACES, EE_AXES, action_dim_for
 from hilserl.policies import PolicyConfig, build_agent, resolve_device
 from hilserl.policies.actor_critic import cloning_loss
+from hilserl.policies.config import GRIPPER_MODES
+from hilserl.policies.inference import GRIPPER_COMMANDS
 from hilserl.policies.augment import random_shift
 from hilserl.policies.batch import concat_batches
 
@@ -86,6 +92,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--action-space", default="joint_delta", choices=ACTION_SPACES,
                    help="ee_delta: end-effector deltas + gripper, turned into joint targets by the Panda's kinematics")
     p.add_argument("--ee-axes", default="xyz", choices=tuple(EE_AXES))
+    p.add_argument("--gripper", default=PolicyConfig.gripper, choices=GRIPPER_MODES,
+                   help="ee_delta only: discrete = a grasp critic picks close/stay/open (-1/0/+1), cloned from the "
+                        "expert's commands")
+    p.add_argument("--grasp-penalty", type=float, default=PolicyConfig.grasp_penalty,
+                   help="discrete gripper: reward subtracted per step whose gripper command moves the fingers")
+    p.add_argument("--grasp-epsilon", type=float, default=PolicyConfig.grasp_epsilon,
+                   help="discrete gripper: chance of a random gripper command while exploring (the shipped "
+                        "policy's, and the expert demos' gripper noise)")
     p.add_argument("--expert-demos", type=int, default=EXPERT_DEMOS, help="expert episodes before cloning")
     p.add_argument("--demo-noise", type=float, default=DEMO_NOISE, help="std of the noise on executed expert actions")
     p.add_argument("--bc-updates", type=int, default=BC_UPDATES, help="cloning updates on the expert demos")
@@ -124,6 +138,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                  "eval_episodes", "critic_rollouts", "critic_updates", "ship_demos"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
+    if args.gripper == "discrete" and args.action_space != "ee_delta" and not args.init:
+        p.error("--gripper discrete needs --action-space ee_delta (the gripper value is its last action)")
     if args.init:  # the checkpoint decides the policy; only demos and the critic stage run
         args.bc_updates = args.dagger_rounds = args.rl_steps = 0
     if args.expert_demos == 0 and (args.bc_updates or args.dagger_rounds):
@@ -162,13 +178,18 @@ class Pretrainer:
             # what the checkpoint is, not the options' defaults, goes into the run's record
             args.image_size, args.num_cameras = self.config.image_size, self.config.num_cameras
             args.action_space, args.ee_axes = self.config.action_space, self.config.ee_axes
+            args.gripper, args.grasp_penalty = self.config.gripper, self.config.grasp_penalty
+            args.grasp_epsilon = self.config.grasp_epsilon
         else:
             self.config = PolicyConfig(policy="drqv2", state_dim=0 if args.no_state else 8,
                                        hidden_dim=args.hidden_dim, feature_dim=args.feature_dim,
                                        frame_stack=args.frame_stack, image_size=args.image_size,
                                        num_cameras=args.num_cameras, stddev_schedule=args.stddev_schedule,
                                        action_space=args.action_space, ee_axes=args.ee_axes,
-                                       action_dim=action_dim_for(args.action_space, args.ee_axes, 8))
+                                       action_dim=action_dim_for(args.action_space, args.ee_axes, 8),
+                                       gripper=args.gripper,
+                                       **({"grasp_penalty": args.grasp_penalty, "grasp_epsilon": args.grasp_epsilon}
+                                          if args.gripper == "discrete" else {}))
         self.task_config = TaskConfig(task=args.task, image_size=args.image_size, num_cameras=args.num_cameras,
                                       episode_steps=args.episode_steps, camera_pos_jitter=args.camera_jitter)
         torch.manual_seed(args.seed)
@@ -195,7 +216,8 @@ class Pretrainer:
                              "(single env)")
         self.task = task
         self.expert = ScriptedExpert(self.task, space=self.config.ee_action_space()
-                                     if self.config.action_space == "ee_delta" else None)
+                                     if self.config.action_space == "ee_delta" else None,
+                                     discrete_gripper=self.config.discrete_gripper)
         self.started = time.monotonic() - self.progress["wall_time_s"]
 
     # -- stages ------------------------------------------------------------------------------------
@@ -258,12 +280,23 @@ class Pretrainer:
         noise = self.args.demo_noise
 
         def noisy_expert(obs, pixels, t):
-            return self.expert.act(obs) + self.rng.normal(0.0, noise, self.config.action_dim)
+            return self.perturbed(self.expert.act(obs), noise, self.config.grasp_epsilon)
 
         successes = self.collect(self.args.expert_demos, "expert demos", "demos", lambda: noisy_expert)
         self.set_state_norm()
         print(f"pretrain: {len(successes)} expert episodes (noise {noise}), success {np.mean(successes):.2f}, "
               f"{len(self.buffer)} transitions", file=sys.stderr)
+
+    def perturbed(self, action: np.ndarray, std: float, grasp_epsilon: float) -> np.ndarray:
+        """`action` with Gaussian noise of `std` on the values the actor head outputs; a discrete gripper's
+        command is instead replaced, with probability `grasp_epsilon`, by a uniformly random one (as the actor
+        explores), so the fingers only ever move as a grasp critic can make them."""
+        arm = self.config.arm_action_dim
+        noisy = np.array(action, dtype=np.float64)
+        noisy[:arm] += self.rng.normal(0.0, std, arm)
+        if self.config.discrete_gripper and self.rng.random() < grasp_epsilon:
+            noisy[-1] = self.rng.choice(GRIPPER_COMMANDS)
+        return noisy
 
     def collect(self, episodes: int, desc: str, kind: str, controller) -> list[bool]:
         """`episodes` episodes driven by `controller()` (a new one per episode), labelled by the expert, into the
@@ -375,9 +408,10 @@ class Pretrainer:
         for k in tqdm(range(self.args.critic_rollouts), desc="critic: rollouts", unit="ep", file=sys.stderr):
             act = policy_controller(policy, deterministic=False, step=self.progress["updates"])
             noise = self.args.critic_rollout_noise * (k % 2)
+            epsilon = self.config.grasp_epsilon if noise else 0.0
 
             def controller(obs, pixels, t):
-                return act(obs, pixels, t) + self.rng.normal(0.0, noise, self.config.action_dim)
+                return self.perturbed(act(obs, pixels, t), noise, epsilon)
 
             episode = run_episode(self.task, self.config, self.training_seed(), controller)
             self.rollouts.append(episode)
@@ -404,6 +438,9 @@ class Pretrainer:
         encoder = self.agent.inference.encoder
         held = [p.requires_grad for p in encoder.parameters()]
         encoder.requires_grad_(False)  # no gradient, so the encoder's optimiser leaves it exactly as it is
+        # A discrete gripper's grasp critic picks the gripper's commands: it is the gripper's policy, held like the
+        # actor head (the update trains no grasp critic without a target network; the learner trains it by TD).
+        grasp_critic_target, self.agent.grasp_critic_target = self.agent.grasp_critic_target, None
         losses: list[float] = []
         bar = tqdm(range(self.args.critic_updates), desc="critic: TD", unit="upd", file=sys.stderr)
         for i in bar:
@@ -419,6 +456,7 @@ class Pretrainer:
         bar.close()
         for p, flag in zip(encoder.parameters(), held):
             p.requires_grad_(flag)
+        self.agent.grasp_critic_target = grasp_critic_target
         w = CRITIC_SETTLE_WINDOW
         self.progress["critic"] = {"updates": len(losses), "td_loss_first": float(np.mean(losses[:w])),
                                    "td_loss_last": float(np.mean(losses[-w:])), "demo_transitions": len(demos),
