@@ -143,6 +143,41 @@ def test_init_trains_the_critic_and_keeps_actor_and_encoder_bit_identical(tiny_r
     assert len({t.episode for t in demos}) == 2 and all(t.frames.shape == (3, 84, 84) for t in demos)
 
 
+def test_tiny_discrete_gripper_pretrain_clones_commands_and_the_critic_stage_holds_the_grasp_critic(tmp_path):
+    """`--gripper discrete` on lift: the executed gripper values and the expert's labels are commands, the
+    checkpoint's inference state (grasp critic included) loads strictly, and `--init` keeps all of it bit for bit."""
+    from hilserl.policies.inference import GRIPPER_COMMANDS
+    from hilserl.sim.task import PandaTask, TaskConfig
+
+    lift = PandaTask(TaskConfig(task="lift", image_size=32, episode_steps=6))
+    common = ["--task", "lift", "--action-space", "ee_delta", "--gripper", "discrete", "--grasp-epsilon", "0.5",
+              "--image-size", "32", "--episode-steps", "6", "--expert-demos", "2", "--critic-rollouts", "1",
+              "--eval-episodes", "1", "--batch-size", "4", "--hidden-dim", "32", "--no-tensorboard", "--fp16"]
+    runs = []
+    for extra in (["--bc-updates", "3", "--dagger-rounds", "0", "--critic-updates", "0"],
+                  ["--init", str(tmp_path / "cloned"), "--critic-updates", "3"]):
+        name = "critic" if "--init" in extra else "cloned"
+        args = pretrain.parse_args(["--out", str(tmp_path / name), "--run-dir", str(tmp_path / f"{name}-run"),
+                                    *common, *extra])
+        trainer = pretrain.Pretrainer(args, task=lift)
+        trainer.run()
+        trainer.metrics.close()
+        runs.append(trainer)
+    config, _ = read_config_file(tmp_path / "cloned")
+    assert (config.gripper, config.grasp_epsilon, config.action_dim) == ("discrete", 0.5, 4)
+    policy = load_inference_policy(tmp_path / "cloned")  # strict: the grasp critic is inference state
+    assert any(k.startswith("grasp_critic.") for k in policy.state_dict())
+    buffer = runs[0].buffer
+    assert set(np.unique(buffer.labels[:, -1])) <= set(GRIPPER_COMMANDS)  # the expert's commands
+    arm_noise = buffer.actions[:, :3] - buffer.labels[:, :3]
+    assert np.abs(arm_noise).max() > 0.01  # the arm's values got Gaussian noise, the gripper random commands
+    assert load_agent_weights(build_agent(config), tmp_path / "critic") == []
+    before, after = load_file(str(tmp_path / "cloned" / "model.safetensors")), load_file(
+        str(tmp_path / "critic" / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in policy.state_dict())  # grasp critic held too
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("critic."))
+
+
 def test_resume_runs_only_the_stages_not_done(tiny_run, task):
     root, _, first = tiny_run
     before = json.loads((root / "run" / "progress.json").read_text())
