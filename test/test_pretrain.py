@@ -145,17 +145,18 @@ def test_init_trains_the_critic_and_keeps_actor_and_encoder_bit_identical(tiny_r
 
 def test_tiny_discrete_gripper_pretrain_clones_commands_and_the_critic_stage_holds_the_grasp_critic(tmp_path):
     """`--gripper discrete` on lift: the executed gripper values and the expert's labels are commands, the
-    checkpoint's inference state (grasp critic included) loads strictly, and `--init` keeps all of it bit for bit."""
+    checkpoint's inference state (grasp critic included) loads strictly, and `--init` (on the checkpoint's task)
+    keeps all of it bit for bit."""
     from hilserl.policies.inference import GRIPPER_COMMANDS
     from hilserl.sim.task import PandaTask, TaskConfig
 
     lift = PandaTask(TaskConfig(task="lift", image_size=32, episode_steps=6))
-    common = ["--task", "lift", "--action-space", "ee_delta", "--gripper", "discrete", "--grasp-epsilon", "0.5",
-              "--image-size", "32", "--episode-steps", "6", "--expert-demos", "2", "--critic-rollouts", "1",
-              "--eval-episodes", "1", "--batch-size", "4", "--hidden-dim", "32", "--no-tensorboard", "--fp16"]
+    common = ["--action-space", "ee_delta", "--gripper", "discrete", "--grasp-epsilon", "0.5", "--image-size", "32",
+              "--episode-steps", "6", "--expert-demos", "2", "--critic-rollouts", "1", "--eval-episodes", "1",
+              "--batch-size", "4", "--hidden-dim", "32", "--no-tensorboard", "--fp16"]
     runs = []
-    for extra in (["--bc-updates", "3", "--dagger-rounds", "0", "--critic-updates", "0"],
-                  ["--init", str(tmp_path / "cloned"), "--critic-updates", "3"]):
+    for extra in (["--task", "lift", "--bc-updates", "3", "--dagger-rounds", "0", "--critic-updates", "0"],
+                  ["--init", str(tmp_path / "cloned"), "--critic-updates", "3"]):  # --init: the checkpoint's task
         name = "critic" if "--init" in extra else "cloned"
         args = pretrain.parse_args(["--out", str(tmp_path / name), "--run-dir", str(tmp_path / f"{name}-run"),
                                     *common, *extra])

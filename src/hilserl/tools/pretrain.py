@@ -87,7 +87,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="checkpoint directory to write (the best evaluated policy)")
     p.add_argument("--run-dir", help="logs, intermediate checkpoints and the dataset (default: runs/pretrain-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last finished stage")
-    p.add_argument("--task", default=TASK, choices=("reach", "push", "lift"))
+    p.add_argument("--task", choices=("reach", "push", "lift"),
+                   help=f"default: {TASK}, or with --init the task the checkpoint was pretrained on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--action-space", default="joint_delta", choices=ACTION_SPACES,
                    help="ee_delta: end-effector deltas + gripper, turned into joint targets by the Panda's kinematics")
@@ -174,13 +175,17 @@ class Pretrainer:
         if args.init:
             from hilserl.weights.checkpoint import read_config_file
 
+            from hilserl.tools.infer_sim import trained_task
+
             self.config, self.init_doc = read_config_file(args.init)
+            args.task = args.task or trained_task(self.init_doc)
             # what the checkpoint is, not the options' defaults, goes into the run's record
             args.image_size, args.num_cameras = self.config.image_size, self.config.num_cameras
             args.action_space, args.ee_axes = self.config.action_space, self.config.ee_axes
             args.gripper, args.grasp_penalty = self.config.gripper, self.config.grasp_penalty
             args.grasp_epsilon = self.config.grasp_epsilon
         else:
+            args.task = args.task or TASK
             self.config = PolicyConfig(policy="drqv2", state_dim=0 if args.no_state else 8,
                                        hidden_dim=args.hidden_dim, feature_dim=args.feature_dim,
                                        frame_stack=args.frame_stack, image_size=args.image_size,
