@@ -44,6 +44,7 @@ BETWEEN_FINGERS = 0.03  # m: gripper centre this close to the cube's centre (in 
 # between the fingers (a held cube slides along the finger pads while rising)
 TOUCHING_FINGER = 0.034  # finger opening below which closed fingers hold the cube: its half-width is 0.025 m
 # face on, up to 0.035 m on its corners; the squeeze while rising turns it face on
+XY_LEAD = 2.0  # the approach's gain on the gripper centre's error in the plane
 LIFT_MARGIN = 0.03  # m past the lift point that a held cube is raised toward
 IK_MAX_SAMPLES = 4  # random restarts when the first IK solve misses (rare near the workspace)
 
@@ -136,10 +137,15 @@ class ScriptedExpert:
             # full speed until close to it (the arm sags under gravity, so a short step rises less than asked)
             goal = obs.target_position + np.array([0.0, 0.0, LIFT_MARGIN])
             return tcp + goal - cube, cube_yaw(obs), FINGER_CLOSED
+        # Aim past the cube in the plane by the remaining error: the arm settles short of a small step, so an
+        # error of a few millimetres would otherwise never close.
+        aim = cube + np.array([*(cube[:2] - tcp[:2]) * (XY_LEAD - 1.0), 0.0])
         if xy_error < GRASP_TOLERANCE and above < GRASP_TOLERANCE:
-            return cube, cube_yaw(obs), FINGER_CLOSED  # around the cube: close
+            return aim, cube_yaw(obs), FINGER_CLOSED  # around the cube: close
         height = self.descent_height(xy_error)
-        return cube + np.array([0.0, 0.0, height]), cube_yaw(obs), FINGER_OPEN
+        if xy_error < BETWEEN_FINGERS:  # the open fingers straddle the cube: line up in the plane, never back up
+            height = min(height, max(above, 0.0))
+        return aim + np.array([0.0, 0.0, height]), cube_yaw(obs), FINGER_OPEN
 
     def _push(self, obs: Observation) -> tuple[np.ndarray, float, float]:
         cube, tcp, goal = obs.cube_position, obs.ee_position, obs.target_position
