@@ -219,3 +219,24 @@ def test_shipped_reach_checkpoint_reaches(task):
     policy = load_inference_policy(SHIPPED).eval()
     summary = infer_sim.run_checkpoint(policy, task, episodes=4, seed=777, deterministic=True, log=lambda _: None)
     assert summary["success_rate"] >= 0.75, summary
+
+
+SHIPPED_LIFT = REPO / "checkpoints" / "lift"
+
+
+@pytest.mark.skipif(not (SHIPPED_LIFT / "model.safetensors").is_file(), reason="no shipped lift checkpoint")
+def test_shipped_lift_checkpoint_loads_whole_with_its_grasp_critic_and_demos():
+    from hilserl.policies.inference import GRIPPER_COMMANDS
+
+    config, doc = read_config_file(SHIPPED_LIFT)
+    assert (config.action_space, config.ee_axes, config.gripper) == ("ee_delta", "xyz", "discrete")
+    assert infer_sim.trained_task(doc) == "lift" and doc["storage_dtype"] == "float16"
+    assert load_agent_weights(build_agent(config), SHIPPED_LIFT) == []  # the learner loads it whole
+    policy = load_inference_policy(SHIPPED_LIFT)  # strict, grasp critic included
+    assert policy.grasp_critic is not None
+    demos = read_demos(SHIPPED_LIFT / DEMOS_FILE, config)
+    assert len({t.episode for t in demos}) == 20
+    executed = np.array([t.action[-1] for t in demos])
+    assert (executed == -1).any()  # the expert closed on the cube
+    # commands (a finger read a hair past its limit, or an open near it, moves less than a full step)
+    assert np.isin(executed.round(2), GRIPPER_COMMANDS).mean() > 0.95
