@@ -173,9 +173,8 @@ class Pretrainer:
                 raise SystemExit(f"pretrain: --resume needs {self.progress_path}; start without --resume")
             self.progress = json.loads(self.progress_path.read_text())
         if args.init:
-            from hilserl.weights.checkpoint import read_config_file
-
             from hilserl.tools.infer_sim import trained_task
+            from hilserl.weights.checkpoint import read_config_file
 
             self.config, self.init_doc = read_config_file(args.init)
             args.task = args.task or trained_task(self.init_doc)
