@@ -9,7 +9,7 @@ the newest camera frame(s) only; the learner's buffer rebuilds stacks, so frames
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,6 +83,13 @@ class Transition:
     weights_version: int = 0  # the policy weights that chose the action (0: none, e.g. a demonstration)
 
 
+def acting_version(votes: Mapping[int, int]) -> int | None:
+    """The weights version that chose most of an episode's actions (`votes`: version -> actions it chose); a tie
+    goes to the newer version, since an episode can straddle a weights update. None without votes. The learner's
+    guard credits episodes by this rule, and the actor's episode summaries name the same version."""
+    return max(votes, key=lambda v: (votes[v], v)) if votes else None
+
+
 @dataclass
 class EpisodeStats:
     episode: int = 0
@@ -132,8 +139,8 @@ class EpisodeRecorder:
         summary = {"episode": s.episode, "steps": s.steps, "return": s.episode_return, "success": success,
                    "interventions": s.interventions,
                    "intervention_rate": s.interventions / s.steps if s.steps else 0.0,
-                   # the version that chose most of the policy's actions, as the learner's guard credits it
-                   "weights_version": max(s.versions, key=lambda v: (s.versions[v], v)) if s.versions else None}
+                   # a person's steps cast no vote here: their weights chose nothing
+                   "weights_version": acting_version(s.versions)}
         self.stats = EpisodeStats(episode=s.episode + 1)
         self.pending = None
         self.last_closed = summary

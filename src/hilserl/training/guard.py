@@ -26,6 +26,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hilserl.control.episode import acting_version
+
 MIN_EPISODES = 5
 WINDOW = 10
 MARGIN = 0.2
@@ -173,7 +175,7 @@ class EpisodeVersions:
             votes[t.weights_version] = votes.get(t.weights_version, 0) + 1
             if t.terminated or t.truncated:
                 votes = self.counts.pop((stream, t.episode))
-                version = max(votes, key=lambda v: (votes[v], v))
+                version = acting_version(votes)
                 if version > 0:  # 0: no policy weights acted (e.g. an actor that predates the field)
                     self.guard.episode(version, t.success)
                     ended += 1
