@@ -17,12 +17,13 @@ from rosutil import REPO, init_checkpoint, NodeProcess, Probe, ros_env, unique_d
 
 SHIPPED = REPO / "checkpoints" / "reach"  # end-effector actions: the actor's kinematics in the loop
 SHIPPED_JOINT = REPO / "checkpoints" / "reach_joint"  # per-joint actions
+SHIPPED_LIFT = REPO / "checkpoints" / "lift"  # end-effector xyz + the grasp critic's gripper commands
 EPISODES = 4
 SEED = 7000
 STARTUP = 240.0  # Genesis compiles its kernels on a machine's first scene build (~75 s)
 
 
-def ros_loop_success(tmp_path, checkpoint: str) -> tuple[float, list]:
+def ros_loop_success(tmp_path, checkpoint: str, task: str = "reach") -> tuple[float, list]:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
 
@@ -34,7 +35,8 @@ def ros_loop_success(tmp_path, checkpoint: str) -> tuple[float, list]:
     learner_status = probe.subscribe(String, "/learner/status", latched)
     procs = []
     try:
-        procs.append(NodeProcess("sim", {"lockstep": True, "seed": SEED, "max_episodes": EPISODES}, env, tmp_path))
+        procs.append(NodeProcess("sim", {"lockstep": True, "seed": SEED, "max_episodes": EPISODES, "task": task},
+                                 env, tmp_path))
         procs.append(NodeProcess("learner", {"checkpoint": checkpoint}, env, tmp_path))
         wait_for(lambda: learner_status, STARTUP, "learner weights v1", procs)
         # The actor joins after the learner has published: it gets the weights from the latched topic.
@@ -49,20 +51,21 @@ def ros_loop_success(tmp_path, checkpoint: str) -> tuple[float, list]:
         probe.close()
 
 
-def direct_success(checkpoint: str) -> float:
-    out = subprocess.run([sys.executable, "-m", "hilserl", "infer", "--checkpoint", checkpoint, "--sim",
+def direct_success(checkpoint: str, task: str = "reach") -> float:
+    out = subprocess.run([sys.executable, "-m", "hilserl", "infer", "--checkpoint", checkpoint, "--sim", "--task", task,
                           "--episodes", str(EPISODES), "--seed", str(SEED), "--deterministic"],
                          capture_output=True, text=True, cwd=REPO, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])["success_rate"]
 
 
-@pytest.mark.parametrize("shipped", [SHIPPED_JOINT, SHIPPED], ids=["joint_delta", "ee_delta"])
-def test_shipped_checkpoint_succeeds_through_ros_like_direct_run(tmp_path, shipped):
+@pytest.mark.parametrize("shipped, task", [(SHIPPED_JOINT, "reach"), (SHIPPED, "reach"), (SHIPPED_LIFT, "lift")],
+                         ids=["joint_delta", "ee_delta", "lift"])
+def test_shipped_checkpoint_succeeds_through_ros_like_direct_run(tmp_path, shipped, task):
     if not (shipped / "model.safetensors").is_file():
         pytest.skip(f"no shipped checkpoint {shipped.name} in this tree")
-    direct = direct_success(str(shipped))
-    through_ros, refused = ros_loop_success(tmp_path, str(shipped))
+    direct = direct_success(str(shipped), task)
+    through_ros, refused = ros_loop_success(tmp_path, str(shipped), task)
     print(f"{shipped.name}, {EPISODES} episodes from seed {SEED}: direct {direct:.0%}, through ROS {through_ros:.0%}")
     assert direct >= 0.75, f"the shipped checkpoint itself succeeds only {direct:.0%} in Genesis"
     assert abs(through_ros - direct) <= 0.25, f"ROS loop {through_ros:.0%} vs direct {direct:.0%}"
