@@ -96,6 +96,17 @@ def test_the_threshold_chosen_is_the_lowest_that_keeps_false_positives_under_the
     assert choose_threshold(np.ones(4), np.zeros(4, bool), 0.0) == MAX_THRESHOLD  # a probability is below 1
 
 
+def test_the_shipped_lift_classifier_loads_strictly_and_fits_the_lift_policys_cameras():
+    from hilserl.reward.classifier import load_classifier, stored_threshold
+    from hilserl.weights.checkpoint import read_config_file
+
+    model, doc = load_classifier(REPO / "checkpoints" / "lift_reward")
+    policy = read_config_file(REPO / "checkpoints" / "lift")[0]
+    assert (model.config.num_cameras, model.config.image_size) == (policy.num_cameras, policy.image_size)
+    assert model.digest() == doc["digest"] and 0.5 <= stored_threshold(doc) < 1.0
+    assert doc["training"]["held_out_scores"]["false_positive_rate"] <= 0.005  # where the threshold was chosen
+
+
 # -- what the episode rules do with the classifier's label -----------------------------------------------
 def test_a_classifier_label_ends_the_episode_as_a_success_with_reward_1_on_hardware():
     sent, episodes = [], []
