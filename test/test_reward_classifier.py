@@ -79,6 +79,34 @@ def test_success_needs_confirm_steps_in_a_row_above_the_threshold():
             SuccessDecision(threshold, steps)
 
 
+def test_the_threshold_chosen_is_the_lowest_that_keeps_false_positives_under_the_target():
+    from hilserl.reward.training import MAX_THRESHOLD, MIN_THRESHOLD, choose_threshold, score_probabilities
+
+    rng = np.random.default_rng(4)
+    success = np.r_[np.zeros(1000, bool), np.ones(300, bool)]
+    probability = np.r_[rng.beta(1, 8, 1000), rng.beta(8, 1, 300)]
+    probability[:20] = np.linspace(0.6, 0.99, 20)  # 2% of the negatives confidently wrong
+    for target in (0.0, 0.005, 0.01, 0.05):
+        threshold = choose_threshold(probability, success, target)
+        assert score_probabilities(probability, success, threshold).false_positive_rate <= target
+        lower = max(threshold - 1e-6, MIN_THRESHOLD)
+        assert lower == threshold or score_probabilities(probability, success, lower).false_positive_rate > target
+    assert choose_threshold(probability, success, 0.005) == pytest.approx(probability[14])  # 5 of 1000 above
+    assert choose_threshold(np.full(4, 0.1), np.zeros(4, bool), 0.0) == MIN_THRESHOLD  # never below 0.5
+    assert choose_threshold(np.ones(4), np.zeros(4, bool), 0.0) == MAX_THRESHOLD  # a probability is below 1
+
+
+def test_the_shipped_lift_classifier_loads_strictly_and_fits_the_lift_policys_cameras():
+    from hilserl.reward.classifier import load_classifier, stored_threshold
+    from hilserl.weights.checkpoint import read_config_file
+
+    model, doc = load_classifier(REPO / "checkpoints" / "lift_reward")
+    policy = read_config_file(REPO / "checkpoints" / "lift")[0]
+    assert (model.config.num_cameras, model.config.image_size) == (policy.num_cameras, policy.image_size)
+    assert model.digest() == doc["digest"] and 0.5 <= stored_threshold(doc) < 1.0
+    assert doc["training"]["held_out_scores"]["false_positive_rate"] <= 0.005  # where the threshold was chosen
+
+
 # -- what the episode rules do with the classifier's label -----------------------------------------------
 def test_a_classifier_label_ends_the_episode_as_a_success_with_reward_1_on_hardware():
     sent, episodes = [], []
@@ -157,6 +185,24 @@ def test_classifier_checkpoints_load_strictly(tmp_path):
         load_classifier(tmp_path / "missing")
 
 
+def test_the_threshold_stored_with_a_classifier_is_the_actors_unless_one_is_given(tmp_path):
+    from hilserl.control.reward import ClassifierReward
+    from hilserl.reward.classifier import (FALLBACK_THRESHOLD, ClassifierConfig, RewardClassifier, load_classifier,
+                                           save_classifier)
+    from hilserl.weights.codec import WeightsError
+
+    model = RewardClassifier(ClassifierConfig(image_size=24))
+    save_classifier(model, tmp_path / "chosen", {"threshold": 0.97})
+    save_classifier(model, tmp_path / "older")  # written before thresholds were stored
+    assert ClassifierReward.load(str(tmp_path / "chosen"), "cpu", 0.0, 2).decision.threshold == 0.97
+    assert ClassifierReward.load(str(tmp_path / "chosen"), "cpu", 0.6, 2).decision.threshold == 0.6
+    assert ClassifierReward.load(str(tmp_path / "older"), "cpu", 0.0, 2).decision.threshold == FALLBACK_THRESHOLD
+    for bad in (1.0, 0.0, "0.9", True):
+        save_classifier(model, tmp_path / "bad", {"threshold": bad})
+        with pytest.raises(WeightsError, match="threshold"):
+            load_classifier(tmp_path / "bad")
+
+
 def test_the_actor_side_confirms_and_compares_with_the_sim(tmp_path):
     from hilserl.control.reward import ClassifierReward
     from hilserl.reward.classifier import ClassifierConfig, RewardClassifier
@@ -215,9 +261,10 @@ def test_recorded_lift_frames_carry_the_sims_success(lift_frames):
 def test_a_classifier_trained_on_sim_frames_beats_chance_on_held_out_episodes(lift_frames, trained):
     out, result = trained
     held = result["held_out"]
-    print(f"held-out scores at p > 0.5: {held}")
+    print(f"held-out scores at the threshold chosen on them, {result['threshold']}: {held}")
     doc = json.loads((out / "config.json").read_text())
     assert doc["training"]["held_out_episodes"] and doc["training"]["held_out_scores"] == held
+    assert doc["threshold"] == result["threshold"] and 0.5 <= result["threshold"] < 1.0
     # chance (or always saying one class) has false positive + false negative rates summing to 1
     assert held["false_positive_rate"] + held["false_negative_rate"] < 0.5, held
     assert held["accuracy"] > 0.8, held
@@ -233,6 +280,9 @@ def test_eval_prints_one_json_line(lift_frames, trained):
     assert set(scores) == {"accuracy", "false_positive_rate", "false_negative_rate", "frames"}
     assert scores["frames"] == report["frames"] and 0.0 <= scores["false_positive_rate"] <= 1.0
     assert scores["accuracy"] > 0.8
+    given = hilserl("reward-classifier", "eval", "--checkpoint", str(out), "--frames", str(frames),
+                    "--threshold", str(json.loads((out / "config.json").read_text())["threshold"]))
+    assert json.loads(given.stdout) == scores  # by default, the threshold stored with the classifier
     bad = subprocess.run([sys.executable, "-m", "hilserl", "reward-classifier", "eval", "--checkpoint",
                           str(frames), "--frames", str(frames)], capture_output=True, text=True, cwd=REPO,
                          env=ros_env(0), timeout=300)

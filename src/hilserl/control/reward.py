@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from hilserl.policies.observation import preprocess_frame
-from hilserl.reward.classifier import RewardClassifier, load_classifier
+from hilserl.reward.classifier import RewardClassifier, load_classifier, stored_threshold
 from hilserl.reward.decision import SuccessDecision
 
 LABEL_SOURCE = "reward_classifier"  # the episode summary's `label_source` when the classifier ended it
@@ -34,10 +34,11 @@ class ClassifierReward:
         self.episodes_ended = 0
 
     @classmethod
-    def load(cls, path: str, device: torch.device, threshold: float, confirm_steps: int) -> ClassifierReward:
-        """Strict: a checkpoint that is not exactly a classifier's state raises WeightsError."""
-        classifier, _ = load_classifier(Path(path).expanduser(), device)
-        return cls(classifier, threshold, confirm_steps, path)
+    def load(cls, path: str, device: torch.device, threshold: float | None, confirm_steps: int) -> ClassifierReward:
+        """Strict: a checkpoint that is not exactly a classifier's state raises WeightsError. `threshold` None
+        (or 0): the one stored with the classifier, chosen when it was trained."""
+        classifier, doc = load_classifier(Path(path).expanduser(), device)
+        return cls(classifier, threshold or stored_threshold(doc), confirm_steps, path)
 
     @property
     def num_cameras(self) -> int:

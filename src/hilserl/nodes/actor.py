@@ -140,7 +140,7 @@ class ActorNode(Node):
             raise SystemExit(f"actor: reward_classifier {p['reward_classifier']} takes {reward.num_cameras} "
                              f"camera(s); image_topics names {len(self.image_topics)}")
         self.get_logger().info(f"reward classifier {p['reward_classifier']} loaded, digest {reward.digest}: success "
-                               f"when p > {p['reward_threshold']} for {p['reward_confirm_steps']} step(s)")
+                               f"when p > {reward.decision.threshold} for {p['reward_confirm_steps']} step(s)")
         return reward
 
     def frame_writer(self, p: dict):

@@ -366,8 +366,9 @@ ACTOR_PARAMS = (
           check=device_name),
     Param("reward_classifier", "", "A reward classifier checkpoint: its confirmed success ends an episode with "
           "reward 1 ('' = off).", "str", check=checkpoint_dir),
-    Param("reward_threshold", 0.8, "The classifier's p(success) above this counts as a success step.", "float",
-          low=0.0, high=1.0, above=True, below=True),
+    Param("reward_threshold", 0.0, "The classifier's p(success) above this counts as a success step (0 = the "
+          "threshold stored with the classifier, chosen when it was trained; 0.8 for one without).", "float",
+          low=0.0, high=1.0, below=True),
     Param("reward_confirm_steps", 2, "Consecutive success steps that confirm a success.", "int", low=1),
     Param("record_frames_dir", "", "Record each observation's frames here, labelled success while the success "
           "button is held (which then ends no episode) ('' = off).", "str"),

@@ -6,7 +6,9 @@ frames, which is exactly the policy's encoder looking at a stack of copies of on
 its input). The head is Linear + LayerNorm + Tanh (the policy's trunk) and a one-hidden-layer MLP to a logit.
 
 A classifier checkpoint is a directory like a policy checkpoint: `config.json` (format, the classifier config,
-training notes) + `model.safetensors` (`encoder.*`, `head.*`). It is loaded strictly: every tensor present with
+its operating `threshold`, training notes) + `model.safetensors` (`encoder.*`, `head.*`). The threshold is the
+p(success) above which a frame counts as success, chosen when it was trained (hilserl.reward.training); a
+checkpoint without one is used at FALLBACK_THRESHOLD. It is loaded strictly: every tensor present with
 its shape and dtype, nothing extra; its digest (hilserl.weights.codec.tensor_digest) names what was loaded.
 """
 
@@ -32,6 +34,7 @@ from hilserl.weights.loader import check_state_matches
 
 CLASSIFIER_FORMAT = "hilserl-reward-classifier/1"
 FIRST_CONV = "convnet.0.weight"  # in the encoder's own state
+FALLBACK_THRESHOLD = 0.8  # the threshold of a classifier whose config.json names none
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,9 @@ def load_classifier(ckpt_dir: str | Path, device: torch.device | str = "cpu") ->
         if doc.get("format") != CLASSIFIER_FORMAT:
             raise ValueError(f"format {doc.get('format')!r}, expected {CLASSIFIER_FORMAT!r}")
         config = ClassifierConfig.from_dict(doc.get("classifier"))
+        threshold = doc.get("threshold", FALLBACK_THRESHOLD)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold {threshold!r}, expected a number in (0, 1)")
     except (OSError, json.JSONDecodeError, ValueError, TypeError, AttributeError) as err:
         raise WeightsError(f"{ckpt} is not a reward classifier checkpoint: {err}") from err
     try:
@@ -133,3 +139,8 @@ def load_classifier(ckpt_dir: str | Path, device: torch.device | str = "cpu") ->
     check_state_matches(model.state_dict(), tensors, f"reward classifier {ckpt}")
     model.load_state_dict(tensors, strict=True)
     return model.to(device).requires_grad_(False).eval(), doc
+
+
+def stored_threshold(doc: dict) -> float:
+    """The operating threshold of a loaded classifier's config.json (load_classifier has checked it)."""
+    return float(doc.get("threshold", FALLBACK_THRESHOLD))

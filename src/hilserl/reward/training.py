@@ -5,7 +5,10 @@
   * class balancing: each batch is drawn with replacement so that success and non-success frames are equally
     likely, however rare successes are in the recording;
   * DrQ's random shift (hilserl.policies.augment.random_shift) on every training batch;
-  * binary cross-entropy on the logit.
+  * binary cross-entropy on the logit;
+  * the operating threshold chosen on the held-out episodes: the lowest p(success) cut whose false positive
+    rate there is at most `TARGET_FALSE_POSITIVE_RATE` (a false positive ends an episode early with reward 1,
+    a missed frame only delays a success), stored with the classifier.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from hilserl.policies.augment import random_shift
-from hilserl.reward.classifier import ClassifierConfig, RewardClassifier
+from hilserl.reward.classifier import FALLBACK_THRESHOLD, ClassifierConfig, RewardClassifier
 from hilserl.reward.frames import FrameSet
 
 # Hyperparameters
@@ -27,7 +30,12 @@ BATCH_SIZE = 64
 LR = 3e-4
 AUGMENT_PAD = 4  # pixels of random shift, as DrQ-v2 at 84 px
 HELD_OUT_FRACTION = 0.2  # of the episodes, from each of the two strata
-THRESHOLD = 0.5  # what the scores printed after training use
+# The operating threshold: the lowest cut (at least MIN_THRESHOLD) with a false positive rate at most this on the
+# held-out episodes. Half the 1% a classifier is expected to meet, so frames from other episodes have room.
+TARGET_FALSE_POSITIVE_RATE = 0.005
+MIN_THRESHOLD = 0.5
+MAX_THRESHOLD = 0.999  # a threshold must stay below 1 (hilserl.reward.decision)
+NO_HELD_OUT_THRESHOLD = FALLBACK_THRESHOLD  # stored when there are no held-out episodes to choose one on
 EVAL_BATCH = 256
 
 
@@ -114,10 +122,24 @@ def probabilities(model: RewardClassifier, frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def score(model: RewardClassifier, data: FrameSet, threshold: float = THRESHOLD) -> Scores:
+def choose_threshold(probability: np.ndarray, success: np.ndarray,
+                     target_false_positive_rate: float = TARGET_FALSE_POSITIVE_RATE) -> float:
+    """The lowest threshold in [MIN_THRESHOLD, MAX_THRESHOLD] at which `p > threshold` calls at most
+    `target_false_positive_rate` of the frames that are not success a success (MAX_THRESHOLD when none is
+    that strict). Lowest, so that as few success frames as possible are missed."""
+    negatives = np.sort(probability[~success])[::-1]  # the most confident false calls first
+    allowed = int(np.floor(target_false_positive_rate * len(negatives)))  # false calls that stay under the rate
+    cut = float(negatives[allowed]) if allowed < len(negatives) else 0.0  # p > cut leaves out this one
+    return float(min(max(cut, MIN_THRESHOLD), MAX_THRESHOLD))
+
+
+def score(model: RewardClassifier, data: FrameSet, threshold: float) -> Scores:
     """Frame-by-frame scores of p(success) > threshold against the labels."""
-    called = probabilities(model, data.frames) > threshold
-    truth = data.success
+    return score_probabilities(probabilities(model, data.frames), data.success, threshold)
+
+
+def score_probabilities(probability: np.ndarray, truth: np.ndarray, threshold: float) -> Scores:
+    called = probability > threshold
     negatives, positives = int((~truth).sum()), int(truth.sum())
     return Scores(accuracy=float((called == truth).mean()) if len(truth) else 0.0,
                   false_positive_rate=float((called & ~truth).sum() / negatives) if negatives else 0.0,

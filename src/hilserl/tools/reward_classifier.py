@@ -1,11 +1,13 @@
 """`python -m hilserl reward-classifier train|eval`: a success classifier on labelled camera frames.
 
   train --frames DIR --out DIR [--init-encoder CHECKPOINT] [--epochs N] [--device D] ...
-        trains on the frames of DIR (hilserl.reward.frames) with a held-out split by episode, then writes the
-        classifier checkpoint (config.json + model.safetensors) with its held-out scores in config.json, and
-        prints them as one JSON line. --init-encoder starts from a policy checkpoint's encoder.
+        trains on the frames of DIR (hilserl.reward.frames) with a held-out split by episode, chooses the
+        operating threshold on the held-out episodes (the lowest p(success) cut with a false positive rate at
+        most --target-fpr there), then writes the classifier checkpoint (config.json + model.safetensors) with
+        the threshold and the held-out scores in config.json, and prints them as one JSON line.
+        --init-encoder starts from a policy checkpoint's encoder.
   eval  --checkpoint DIR --frames DIR [--threshold P]
-        scores every frame of DIR and prints one JSON line:
+        scores every frame of DIR at the classifier's own threshold (or P) and prints one JSON line:
         {"accuracy": ..., "false_positive_rate": ..., "false_negative_rate": ..., "frames": N}
 """
 
@@ -17,6 +19,7 @@ import sys
 
 from hilserl.policies.device import DEVICE_CHOICES
 from hilserl.reward import training
+from hilserl.reward.classifier import FALLBACK_THRESHOLD
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -32,18 +35,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     t.add_argument("--lr", type=float, default=training.LR)
     t.add_argument("--held-out", type=float, default=training.HELD_OUT_FRACTION,
                    help="share of the episodes held out for scoring (by episode, stratified by success)")
+    t.add_argument("--target-fpr", type=float, default=training.TARGET_FALSE_POSITIVE_RATE,
+                   help="the threshold chosen is the lowest whose false positive rate on the held-out episodes is "
+                        "at most this")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1, help="torch threads")
     t.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES} (default auto: a GPU when torch sees one)")
     e = sub.add_parser("eval", help="score a classifier on a frames folder")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--frames", required=True)
-    e.add_argument("--threshold", type=float, default=training.THRESHOLD, help="success when p(success) > this")
+    e.add_argument("--threshold", type=float, help="success when p(success) > this (default: the threshold in "
+                   f"the classifier's config.json, {FALLBACK_THRESHOLD} for one without)")
     e.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    if args.action == "train" and (args.epochs < 1 or args.batch_size < 1 or not 0.0 <= args.held_out < 1.0):
-        p.error("--epochs and --batch-size must be >= 1, --held-out in [0, 1)")
-    if args.action == "eval" and not 0.0 < args.threshold < 1.0:
+    if args.action == "train" and (args.epochs < 1 or args.batch_size < 1 or not 0.0 <= args.held_out < 1.0
+                                   or not 0.0 <= args.target_fpr < 1.0):
+        p.error("--epochs and --batch-size must be >= 1, --held-out and --target-fpr in [0, 1)")
+    if args.action == "eval" and args.threshold is not None and not 0.0 < args.threshold < 1.0:
         p.error("--threshold must be in (0, 1)")
     return args
 
@@ -76,25 +84,35 @@ def train(args: argparse.Namespace) -> dict:
                                       device=resolve_device(args.device), seed=args.seed, encoder_state=encoder,
                                       encoder_channels=channels)
     held = data.select(held_rows)
-    scores = training.score(model, held).as_dict()
+    probability = training.probabilities(model, held.frames)
+    if len(held_rows):
+        threshold = training.choose_threshold(probability, held.success, args.target_fpr)
+        chosen = f"the lowest p cut in [{training.MIN_THRESHOLD}, {training.MAX_THRESHOLD}] with a false " \
+                 f"positive rate <= {args.target_fpr} on the held-out episodes"
+    else:
+        threshold, chosen = training.NO_HELD_OUT_THRESHOLD, "no held-out episodes to choose one on: the fallback"
+    scores = training.score_probabilities(probability, held.success, threshold).as_dict()
     notes = {"frames": args.frames, "train_frames": len(train_rows), "train_episodes": len(set(data.episode[train_rows])),
              "held_out_episodes": sorted(int(e) for e in set(held.episode)), "epochs": args.epochs,
-             "init_encoder": args.init_encoder or "", "held_out_scores": scores, "threshold": training.THRESHOLD}
-    save_classifier(model.cpu(), args.out, {"training": notes})
-    return {"held_out": scores, "digest": model.digest(), "out": str(args.out)}
+             "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "init_encoder": args.init_encoder or "",
+             "threshold_chosen": chosen, "held_out_scores": scores,
+             "held_out_scores_at_0.5": training.score_probabilities(probability, held.success, 0.5).as_dict()}
+    save_classifier(model.cpu(), args.out, {"threshold": threshold, "training": notes})
+    return {"held_out": scores, "threshold": threshold, "digest": model.digest(), "out": str(args.out)}
 
 
 def evaluate(args: argparse.Namespace) -> dict:
     from hilserl.policies.device import resolve_device
-    from hilserl.reward.classifier import load_classifier
+    from hilserl.reward.classifier import load_classifier, stored_threshold
     from hilserl.reward.frames import read_frames
 
-    model, _ = load_classifier(args.checkpoint, resolve_device(args.device))
+    model, doc = load_classifier(args.checkpoint, resolve_device(args.device))
     data = read_frames(args.frames)
     if (data.num_cameras, data.image_size) != (model.config.num_cameras, model.config.image_size):
         raise ValueError(f"{args.frames} holds {data.num_cameras} camera(s) at {data.image_size} px; the classifier "
                          f"takes {model.config.num_cameras} at {model.config.image_size} px")
-    return training.score(model, data, args.threshold).as_dict()
+    threshold = args.threshold if args.threshold is not None else stored_threshold(doc)
+    return training.score(model, data, threshold).as_dict()
 
 
 def main(argv: list[str]) -> int:
