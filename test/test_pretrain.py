@@ -143,6 +143,35 @@ def test_init_trains_the_critic_and_keeps_actor_and_encoder_bit_identical(tiny_r
     assert len({t.episode for t in demos}) == 2 and all(t.frames.shape == (3, 84, 84) for t in demos)
 
 
+def test_continue_from_clones_on_from_the_checkpoint_with_its_config_and_joint_normalisation(tiny_run, task):
+    """`--continue-from`: the checkpoint's policy config and joint normalisation are kept, cloning and a DAgger
+    round driven by the sampled policy alone change its weights, the update count goes on from the checkpoint's
+    `step`, and the starting checkpoint's record is kept beside the new one."""
+    root, out, _ = tiny_run
+    start_config, start_doc = read_config_file(out)
+    args = pretrain.parse_args(["--continue-from", str(out), "--out", str(root / "more"), "--run-dir",
+                                str(root / "more-run"), "--expert-demos", "1", "--bc-updates", "2",
+                                "--dagger-rounds", "1", "--dagger-episodes", "1", "--dagger-updates", "2",
+                                "--dagger-beta", "0", "--eval-sampled", "--eval-episodes", "1", "--critic-updates", "0",
+                                "--batch-size", "4", "--no-tensorboard", "--fp16", "--ship-demos", "1"])
+    trainer = pretrain.Pretrainer(args, task=task)
+    trainer.run()
+    trainer.metrics.close()
+    config, doc = read_config_file(root / "more")
+    assert config.fingerprint() == start_config.fingerprint()  # --hidden-dim etc. came from the checkpoint
+    before, after = load_file(str(out / "model.safetensors")), load_file(str(root / "more" / "model.safetensors"))
+    assert before.keys() == after.keys()
+    norm = [k for k in before if "state_norm" in k]
+    assert norm and all(torch.equal(before[k], after[k]) for k in norm)
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("actor."))
+    progress = doc["pretrain"]["progress"]
+    assert progress["stages_done"] == ["demos", "bc", "dagger1"]
+    assert progress["updates"] == start_doc["step"] + 2 + 2
+    assert progress["best"]["sampled"] and doc["step"] == progress["best"]["updates"] > start_doc["step"]
+    assert doc["continued_from"]["step"] == start_doc["step"]
+    assert doc["continued_from"]["pretrain"]["progress"] == start_doc["pretrain"]["progress"]
+
+
 def test_tiny_discrete_gripper_pretrain_clones_commands_and_the_critic_stage_holds_the_grasp_critic(tmp_path):
     """`--gripper discrete` on lift: the executed gripper values and the expert's labels are commands, the
     checkpoint's inference state (grasp critic included) loads strictly, and `--init` (on the checkpoint's task)

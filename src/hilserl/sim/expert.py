@@ -44,6 +44,8 @@ BETWEEN_FINGERS = 0.03  # m: gripper centre this close to the cube's centre (in 
 # between the fingers (a held cube slides along the finger pads while rising)
 TOUCHING_FINGER = 0.034  # finger opening below which closed fingers hold the cube: its half-width is 0.025 m
 # face on, up to 0.035 m on its corners; the squeeze while rising turns it face on
+SQUEEZING_FINGER = 0.02  # closed fingers stopped above this opening have the cube between them
+LOW_IN_HAND = 0.06  # m: a squeezed cube may slide this far below the gripper centre and still be held
 XY_LEAD = 2.0  # the approach's gain on the gripper centre's error in the plane
 LIFT_MARGIN = 0.03  # m past the lift point that a held cube is raised toward
 IK_MAX_SAMPLES = 4  # random restarts when the first IK solve misses (rare near the workspace)
@@ -132,7 +134,10 @@ class ScriptedExpert:
         cube, tcp, finger = obs.cube_position, obs.ee_position, obs.joint_positions[7]
         xy_error, above = float(np.linalg.norm(tcp[:2] - cube[:2])), float(tcp[2] - cube[2])
         between_fingers = xy_error < BETWEEN_FINGERS and abs(above) < BETWEEN_FINGERS
-        if finger < TOUCHING_FINGER and between_fingers:
+        # A cube that slid down the finger pads while rising (a slow rise, a jolt) is still held while the fingers
+        # stay stopped on it: opening there would drop it.
+        low_in_hand = xy_error < BETWEEN_FINGERS and 0.0 <= above < LOW_IN_HAND and finger > SQUEEZING_FINGER
+        if finger < TOUCHING_FINGER and (between_fingers or low_in_hand):
             # held: rise, moving the hand so that the cube (not the hand) ends up past the lift point, and at
             # full speed until close to it (the arm sags under gravity, so a short step rises less than asked)
             goal = obs.target_position + np.array([0.0, 0.0, LIFT_MARGIN])

@@ -23,6 +23,13 @@ The policy is evaluated (deterministic, fresh seeds) after each stage; the best 
 `--out` as an ordinary DrQ-v2 checkpoint (critic included) that the learner loads directly, with the first
 `--ship-demos` expert episodes beside it as `demos.safetensors` (the learner's demonstration buffer).
 
+`--continue-from CKPT` starts the imitation from an existing checkpoint's weights (its policy config and joint
+normalisation kept) instead of fresh ones: demos (the cloning data), then more cloning and DAgger rounds, e.g.
+rounds in which the policy alone drives, sampled as the actor acts (`--dagger-beta 0`):
+
+    python -m hilserl pretrain --continue-from checkpoints/lift --out OUT --expert-demos 60 --bc-updates 0 \
+        --dagger-rounds 4 --dagger-beta 0 --eval-sampled --critic-updates 0
+
 `--init CKPT` starts from an existing checkpoint instead and runs demos + critic only: its actor, encoder and
 joint normalisation are written back unchanged (bit for bit at the same `--fp16` storage), with a trained
 critic and the demonstrations:
@@ -109,6 +116,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dagger-updates", type=int, default=DAGGER_UPDATES, help="cloning updates per round")
     p.add_argument("--dagger-beta", type=float, default=DAGGER_BETA)
     p.add_argument("--init", help="start from this checkpoint: demos + critic only, actor and encoder held")
+    p.add_argument("--continue-from", metavar="CKPT",
+                   help="start cloning/DAgger from this checkpoint's weights and policy config (not with --init)")
+    p.add_argument("--eval-sampled", action="store_true",
+                   help="evaluate the policy sampled, as an actor with deterministic:=false acts (default: its mean "
+                   "action); the evaluations pick the checkpoint written to --out")
     p.add_argument("--critic-rollouts", type=int, default=CRITIC_ROLLOUTS, help="policy episodes for the critic")
     p.add_argument("--critic-rollout-noise", type=float, default=CRITIC_ROLLOUT_NOISE)
     p.add_argument("--critic-updates", type=int, default=CRITIC_UPDATES, help="TD updates at most (0: no stage)")
@@ -139,7 +151,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                  "eval_episodes", "critic_rollouts", "critic_updates", "ship_demos"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
-    if args.gripper == "discrete" and args.action_space != "ee_delta" and not args.init:
+    if args.init and args.continue_from:
+        p.error("--init (critic only) and --continue-from (more imitation) exclude each other")
+    if args.gripper == "discrete" and args.action_space != "ee_delta" and not (args.init or args.continue_from):
         p.error("--gripper discrete needs --action-space ee_delta (the gripper value is its last action)")
     if args.init:  # the checkpoint decides the policy; only demos and the critic stage run
         args.bc_updates = args.dagger_rounds = args.rl_steps = 0
@@ -172,11 +186,12 @@ class Pretrainer:
             if not self.progress_path.is_file():
                 raise SystemExit(f"pretrain: --resume needs {self.progress_path}; start without --resume")
             self.progress = json.loads(self.progress_path.read_text())
-        if args.init:
+        start_from = args.init or args.continue_from
+        if start_from:
             from hilserl.tools.infer_sim import trained_task
             from hilserl.weights.checkpoint import read_config_file
 
-            self.config, self.init_doc = read_config_file(args.init)
+            self.config, self.init_doc = read_config_file(start_from)
             args.task = args.task or trained_task(self.init_doc)
             # what the checkpoint is, not the options' defaults, goes into the run's record
             args.image_size, args.num_cameras = self.config.image_size, self.config.num_cameras
@@ -199,10 +214,12 @@ class Pretrainer:
         torch.manual_seed(args.seed)
         self.rng = np.random.default_rng(args.seed)
         self.agent = build_agent(self.config, device=resolve_device(args.device))
-        if args.init:
+        if start_from:
             from hilserl.weights.checkpoint import load_agent_weights
 
-            load_agent_weights(self.agent, args.init)
+            load_agent_weights(self.agent, start_from)
+            if args.continue_from and not args.resume:  # the weights' update count goes on from the checkpoint's
+                self.progress["updates"] = int(self.init_doc.get("step", 0))
         self.bc_opt = torch.optim.Adam(self.agent.inference.parameters(), lr=args.lr)
         self.buffer = DemoBuffer((3 * args.num_cameras, args.image_size, args.image_size), self.config.state_dim,
                                  self.config.action_dim, self.config.frame_stack)
@@ -318,7 +335,7 @@ class Pretrainer:
 
     def set_state_norm(self) -> None:
         """Normalise joint positions with the demo statistics; fixed from here on (it is inference state)."""
-        if self.config.state_dim == 0 or self.args.init:  # a given checkpoint keeps its own
+        if self.config.state_dim == 0 or self.args.init or self.args.continue_from:  # a given checkpoint keeps its own
             return
         mean, std = self.buffer.state_statistics(STATE_STD_FLOOR)
         self.progress["state_norm"] = {"frames": self.buffer.n_frames, "mean": mean.tolist(), "std": std.tolist()}
@@ -471,11 +488,13 @@ class Pretrainer:
         from hilserl.sim.rollout import policy_controller, run_episode
 
         policy = self.agent.inference.eval()
-        controller = policy_controller(policy, deterministic=True)
+        # sampled: the same draws for every stage's evaluation, so the stages compare on equal terms
+        controller = policy_controller(policy, deterministic=not self.args.eval_sampled, step=self.progress["updates"],
+                                       generator=torch.Generator().manual_seed(EVAL_SEED_BASE))
         episodes = [run_episode(self.task, self.config, EVAL_SEED_BASE + k, controller)
                     for k in range(self.args.eval_episodes)]
         policy.train()
-        result = {"stage": stage, "success_rate": float(np.mean([e.success for e in episodes])) if episodes else 0.0,
+        result = {"stage": stage, "sampled": self.args.eval_sampled, "success_rate": float(np.mean([e.success for e in episodes])) if episodes else 0.0,
                   "mean_return": float(np.mean([e.episode_return for e in episodes])) if episodes else 0.0,
                   "mean_length": float(np.mean([e.length for e in episodes])) if episodes else 0.0,
                   "updates": self.progress["updates"], "env_steps": self.progress["env_steps"],
@@ -496,8 +515,12 @@ class Pretrainer:
         from hilserl.weights.checkpoint import save_checkpoint
 
         step = self.progress["updates"] if step is None else step
-        save_checkpoint(self.agent, self.config, path, step=step, storage_dtype=storage_dtype,
-                        extra={"pretrain": self.summary()})
+        extra = {"pretrain": self.summary()}
+        if self.args.continue_from:  # the record of how the starting weights were made stays with them
+            extra["continued_from"] = {"checkpoint": str(self.args.continue_from), "step": self.init_doc.get("step", 0),
+                                       **{k: self.init_doc[k] for k in ("pretrain", "continued_from", "critic_pretrain")
+                                          if k in self.init_doc}}
+        save_checkpoint(self.agent, self.config, path, step=step, storage_dtype=storage_dtype, extra=extra)
 
     def summary(self) -> dict:
         return {"task": dataclasses.asdict(self.task.config), "progress": self.progress,
