@@ -59,15 +59,17 @@ def direct_success(checkpoint: str, task: str = "reach") -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["success_rate"]
 
 
-@pytest.mark.parametrize("shipped, task", [(SHIPPED_JOINT, "reach"), (SHIPPED, "reach"), (SHIPPED_LIFT, "lift")],
-                         ids=["joint_delta", "ee_delta", "lift"])
-def test_shipped_checkpoint_succeeds_through_ros_like_direct_run(tmp_path, shipped, task):
+# The floor each checkpoint must clear on its own (infer --sim) before the ROS loop is compared with it: reach
+# succeeds nearly always; lift about 70% of deterministic episodes (checkpoints/lift/README.md).
+@pytest.mark.parametrize("shipped, task, floor", [(SHIPPED_JOINT, "reach", 0.75), (SHIPPED, "reach", 0.75),
+                                                  (SHIPPED_LIFT, "lift", 0.5)], ids=["joint_delta", "ee_delta", "lift"])
+def test_shipped_checkpoint_succeeds_through_ros_like_direct_run(tmp_path, shipped, task, floor):
     if not (shipped / "model.safetensors").is_file():
         pytest.skip(f"no shipped checkpoint {shipped.name} in this tree")
     direct = direct_success(str(shipped), task)
     through_ros, refused = ros_loop_success(tmp_path, str(shipped), task)
     print(f"{shipped.name}, {EPISODES} episodes from seed {SEED}: direct {direct:.0%}, through ROS {through_ros:.0%}")
-    assert direct >= 0.75, f"the shipped checkpoint itself succeeds only {direct:.0%} in Genesis"
+    assert direct >= floor, f"the shipped checkpoint itself succeeds only {direct:.0%} in Genesis"
     assert abs(through_ros - direct) <= 0.25, f"ROS loop {through_ros:.0%} vs direct {direct:.0%}"
     assert refused == 0
 
