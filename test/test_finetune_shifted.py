@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("genesis")
-from finetune_run import format_table, run_finetune  # noqa: E402
+from finetune_run import SHIFTED_LEARNER, SHIFTED_OPERATOR, format_table, run_finetune  # noqa: E402
 from test_finetune import LEARNER, PROTECTED, SHIPPED  # noqa: E402
 
 SEED = 9_000_000  # README's shifted-cell seeds
-# The fine-tuning's own success took off at episode ~26 (bench/finetune.py, ~1000 learner updates) and ~16 (a
-# first run of this test) on a shared 2-core CPU, about 33 updates per 40-step episode: run well past that,
+# With SHIFTED_LEARNER and SHIFTED_OPERATOR the fine-tuning's own success took off at episodes 20-28 in
+# bench/finetune.py runs on a shared 2-core CPU (README), after ~500-900 learner updates: run well past that,
 # then judge the last JUDGED episodes.
-UPDATES = 1450
+UPDATES = 1000
 EPISODES = 45
 JUDGED = 15
 LEAD = 4  # own successes the fine-tuned policy must have over the pretrained one on the same JUDGED seeds
@@ -28,17 +28,15 @@ def own_successes(run) -> int:
     return sum(e.unassisted_success for e in run.episodes[-JUDGED:])
 
 
-# Not in `make test` yet: over four runs the fine-tuning took off at episodes 16, 26, 30 and 41, and a take-off
-# after about episode 33 leaves too few successes in the judged window, so this would fail about one CI run in
-# four. Run it with `pytest -m long test/test_finetune_shifted.py` until learning on the shifted cell starts
-# reliably earlier (a more eager operator, more updates per episode).
 @pytest.mark.long
 @pytest.mark.skipif(not (SHIPPED / "demos.safetensors").is_file(), reason="the shipped checkpoint has no demos")
 def test_fine_tuning_with_the_operator_beats_the_pretrained_checkpoint_on_the_shifted_cell(tmp_path: Path):
-    tuned = run_finetune(tmp_path / "tuned", str(SHIPPED), LEARNER | PROTECTED, updates=UPDATES,
-                         min_episodes=EPISODES, timeout=TIMEOUT, seed=SEED, variant="shifted", operator={})
+    tuned = run_finetune(tmp_path / "tuned", str(SHIPPED), LEARNER | PROTECTED | SHIFTED_LEARNER,
+                         updates=UPDATES, min_episodes=EPISODES, timeout=TIMEOUT, seed=SEED, variant="shifted",
+                         operator=SHIFTED_OPERATOR)
     print(f"fine-tuned: {tuned.learner_step} updates, {len(tuned.episodes)} sim episodes, {tuned.wall_s:.0f} s, "
-          f"interventions {tuned.intervention_rate():.0%}\n{format_table(tuned)}")
+          f"interventions {tuned.intervention_rate():.0%}, own successes "
+          f"{''.join('1' if e.unassisted_success else '0' for e in tuned.episodes)}\n{format_table(tuned)}")
     assert tuned.intervention_rate() > 0, "the operator never took over"
     # The pretrained checkpoint, not learning and unassisted, on the seeds of the fine-tuning's last episodes.
     first = SEED + len(tuned.episodes) - JUDGED
