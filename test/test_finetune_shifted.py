@@ -14,9 +14,9 @@ from finetune_run import SHIFTED_LEARNER, SHIFTED_OPERATOR, format_table, run_fi
 from test_finetune import LEARNER, PROTECTED, SHIPPED  # noqa: E402
 
 SEED = 9_000_000  # README's shifted-cell seeds
-# With SHIFTED_LEARNER and SHIFTED_OPERATOR the fine-tuning's own success took off at episodes 20-28 in
-# bench/finetune.py runs on a shared 2-core CPU (README), after ~500-900 learner updates: run well past that,
-# then judge the last JUDGED episodes.
+# With SHIFTED_LEARNER and SHIFTED_OPERATOR the fine-tuning's own success took off at episodes 14-24 in eight runs
+# on a shared 2-core CPU (README), after roughly 500-900 learner updates: run well past that, then judge the last
+# JUDGED episodes.
 UPDATES = 1000
 EPISODES = 45
 JUDGED = 15
@@ -45,13 +45,13 @@ def test_fine_tuning_with_the_operator_beats_the_pretrained_checkpoint_on_the_sh
     tuned_wins, pretrained_wins = own_successes(tuned), own_successes(pretrained)
     print(f"seeds {first}..{first + JUDGED - 1}: fine-tuned {tuned_wins}/{JUDGED}, pretrained "
           f"{pretrained_wins}/{JUDGED}")
-    # Why this bound is neither flaky nor lenient. Measured on seeds 9000000+: the pretrained checkpoint
-    # succeeded in 5 of 35 shifted episodes, and 0 of 15 on the judged seeds in each of five runs (p ~ 0.12 at
-    # most). With SHIFTED_LEARNER and SHIFTED_OPERATOR the fine-tuned policy took off by episode 24 in six runs
-    # (four of this test, two of bench/finetune.py) and succeeded on its own in 12, 15, 12, 15, 14 and 15 of its
-    # last 15 episodes (83/90; the operator still takes over now and then, and such episodes do not count).
-    # Only a take-off after about episode 40 would fail it; none came later than 24. With independent
-    # Binomial(15, 0.8) and Binomial(15, 0.12) episodes a lead under 4 has probability 0.0013; two policies both
-    # at 0.12 (learning broken) show a lead of 4 with probability 0.024, and less on the same seeds, where their
-    # scenes are the same; with the learner's training off the test failed (README).
+    # Why this bound is neither flaky nor lenient. Measured on seeds 9000000+: the pretrained checkpoint succeeded
+    # in 5 of 35 shifted episodes, and 0 of 15 on the judged seeds in each of seven runs (p ~ 0.12 at most). With
+    # SHIFTED_LEARNER and SHIFTED_OPERATOR the fine-tuned policy took off by episode 24 in eight runs (six of this
+    # test, two of bench/finetune.py) and succeeded on its own in 12, 15, 12, 15, 10, 13, 14 and 15 of its last 15
+    # episodes (106/120; the operator still takes over now and then, and such episodes do not count). Only a
+    # take-off after about episode 40 would fail it; none came later than 24. With independent Binomial(15, 0.8) and
+    # Binomial(15, 0.12) episodes a lead under 4 has probability 0.0013; two policies both at 0.12 (learning broken)
+    # show a lead of 4 with probability 0.024, and less on the same seeds, where their scenes are the same; with the
+    # learner's training off the test failed (README).
     assert tuned_wins >= pretrained_wins + LEAD, (tuned_wins, pretrained_wins)
