@@ -1,6 +1,7 @@
 """HIL-SERL on a cell unlike the training sim: the shipped checkpoint fine-tuned through the whole ROS loop
-(sim `variant` paced lock-step + learner with config/learner.yaml's protections + actor + the simulated
-operator), against three other arms under the same budget and on the same sim seeds:
+(sim `variant` paced lock-step + learner with config/learner.yaml's protections and finetune_run.py's
+SHIFTED_LEARNER + actor + the simulated operator with SHIFTED_OPERATOR), against three other arms under the
+same budget and on the same sim seeds:
 
   main         the shipped checkpoint, learning, with the operator
   pretrained   (a) the shipped checkpoint without learning (learner `training: false`), no operator
@@ -21,8 +22,8 @@ until the main arm's 20-episode >= 90% window was reached (or the budget); inter
 main arm's steps the operator drove.
 
     .venv/bin/python bench/finetune.py [--task reach] [--variant shifted] [--budget-episodes 40]
-        [--budget-minutes 10] [--arms pretrained,main,no-operator,fresh] [--operator stall_steps=5]
-        [--learner encoder_lr_scale=1.0] [--out finetune.png]
+        [--budget-minutes 10] [--arms pretrained,main,no-operator,fresh] [--operator stall_steps=10]
+        [--learner encoder_lr_scale=0.1] [--out finetune.png]
 
 --reward-classifier DIR: success from a trained reward classifier instead of the sim; refused while the actor
 has no `reward_classifier` parameter.
@@ -40,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "test")]
 
-from finetune_run import FinetuneRun, run_finetune  # noqa: E402
+from finetune_run import SHIFTED_LEARNER, SHIFTED_OPERATOR, FinetuneRun, run_finetune  # noqa: E402
 from finetune_stability import rolling  # noqa: E402
 from test_finetune import LEARNER, PROTECTED  # noqa: E402
 
@@ -49,18 +50,16 @@ SEED = 9_000_000  # the seeds README's shifted-cell table evaluates on
 WINDOW = 20  # consecutive episodes that must reach TARGET
 TARGET = 0.9
 PLOT_WINDOW = 10
-# The operator's defaults (sim/operator.py): takes over after 10 steps without 5 mm of progress, drives 15.
-OPERATOR: dict = {}
 STARTUP = 300.0  # seconds allowed beyond the budget for a machine's first Genesis scene build
 
 
 def arms(checkpoint: Path, fresh: Path, learner: dict, operator: dict) -> dict[str, dict]:
-    learning = LEARNER | PROTECTED | learner
+    learning = LEARNER | PROTECTED | SHIFTED_LEARNER | learner
     return {
-        "main": {"checkpoint": checkpoint, "learner": learning, "operator": OPERATOR | operator},
+        "main": {"checkpoint": checkpoint, "learner": learning, "operator": SHIFTED_OPERATOR | operator},
         "pretrained": {"checkpoint": checkpoint, "learner": {"training": False}, "operator": None},
         "no-operator": {"checkpoint": checkpoint, "learner": learning, "operator": None},
-        "fresh": {"checkpoint": fresh, "learner": learning, "operator": OPERATOR | operator},
+        "fresh": {"checkpoint": fresh, "learner": learning, "operator": SHIFTED_OPERATOR | operator},
     }
 
 
@@ -159,9 +158,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--reward-classifier", metavar="DIR", help="success from this reward classifier (needs an "
                    "actor with a `reward_classifier` parameter)")
     p.add_argument("--operator", type=overrides, default={}, metavar="K=V,..",
-                   help="operator parameters for the arms with the operator, e.g. stall_steps=5")
+                   help="operator parameters for the arms with the operator (over SHIFTED_OPERATOR), e.g. "
+                   "stall_steps=10")
     p.add_argument("--learner", type=overrides, default={}, metavar="K=V,..",
-                   help="learner parameters for the learning arms, e.g. encoder_lr_scale=1.0")
+                   help="learner parameters for the learning arms (over SHIFTED_LEARNER), e.g. "
+                   "encoder_lr_scale=0.1")
     p.add_argument("--out", default="finetune.png")
     args = p.parse_args(argv)
     from hilserl.sim.task import VARIANTS

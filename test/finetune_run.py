@@ -25,6 +25,15 @@ ACTOR = {"lockstep": True, "episode_topic": "sim/step", "reset_service": "sim/re
          "transition_batch": 8}
 SIM_EPISODE = re.compile(r"\[(\d+\.\d+)\] \[sim\]: episode (\d+) ended \(([^)]*)\): success=(True|False), "
                          r"return=(-?[\d.]+)")
+# Fine-tuning the shipped reach checkpoint on the shifted cell (bench/finetune.py's learning arms and
+# test_finetune_shifted.py), on top of test_finetune.py's LEARNER and config/learner.yaml's protections. The
+# encoder learns at the critic's rate (the shipped 0.1 protects a policy on its own cell; here the encoder is
+# what has to absorb the new look); half-size batches and two updates asked per transition, so that a shared
+# CPU, which cannot keep up with either, does more updates per episode; and an operator that takes over after
+# 5 steps without progress and drives 20, so a policy hovering short of the target is corrected while the
+# episode still has time. Measured in README, "Fine-tuning on the shifted cell with the operator".
+SHIFTED_LEARNER = {"encoder_lr_scale": 1.0, "batch_size": 32, "utd_ratio": 2.0}
+SHIFTED_OPERATOR = {"stall_steps": 5, "takeover_steps": 20}
 # Every learner protection off: the learner as it was before they existed (with `without_critic`, the
 # checkpoint too).
 UNPROTECTED = {"load_demos": False, "actor_warmup_updates": 0, "bc_weight": 0.0, "encoder_lr_scale": 1.0,
