@@ -25,8 +25,8 @@ main arm's steps the operator drove.
         [--budget-minutes 10] [--arms pretrained,main,no-operator,fresh] [--operator stall_steps=10]
         [--learner encoder_lr_scale=0.1] [--out finetune.png]
 
---reward-classifier DIR: success from a trained reward classifier instead of the sim; refused while the actor
-has no `reward_classifier` parameter.
+--reward-classifier DIR: the actor's `reward_classifier`: its confirmed success ends an episode (the sim's own
+success still scores the arms).
 """
 
 from __future__ import annotations
@@ -95,11 +95,6 @@ def init_fresh(out: Path, seed: int) -> Path:
 def reward_classifier_params(directory: str | None) -> dict:
     if directory is None:
         return {}
-    from hilserl.nodes.params import ACTOR_PARAMS
-
-    if not any(p.name == "reward_classifier" for p in ACTOR_PARAMS):
-        raise SystemExit("--reward-classifier: this actor has no `reward_classifier` parameter yet; success comes "
-                         "from the sim (run without --reward-classifier)")
     if not Path(directory).is_dir():
         raise SystemExit(f"--reward-classifier: {directory} is not a directory")
     return {"reward_classifier": str(Path(directory).resolve())}
@@ -155,8 +150,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--budget-minutes", type=float, default=10.0, help="minutes at most, per arm")
     p.add_argument("--arms", default="pretrained,main,no-operator,fresh")
     p.add_argument("--seed", type=int, default=SEED, help="the sim's first episode seed (the same for every arm)")
-    p.add_argument("--reward-classifier", metavar="DIR", help="success from this reward classifier (needs an "
-                   "actor with a `reward_classifier` parameter)")
+    p.add_argument("--reward-classifier", metavar="DIR", help="the actor's reward classifier: its confirmed "
+                   "success ends an episode")
     p.add_argument("--operator", type=overrides, default={}, metavar="K=V,..",
                    help="operator parameters for the arms with the operator (over SHIFTED_OPERATOR), e.g. "
                    "stall_steps=10")

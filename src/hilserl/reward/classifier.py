@@ -126,9 +126,7 @@ def load_classifier(ckpt_dir: str | Path, device: torch.device | str = "cpu") ->
         if doc.get("format") != CLASSIFIER_FORMAT:
             raise ValueError(f"format {doc.get('format')!r}, expected {CLASSIFIER_FORMAT!r}")
         config = ClassifierConfig.from_dict(doc.get("classifier"))
-        threshold = doc.get("threshold", FALLBACK_THRESHOLD)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold {threshold!r}, expected a number in (0, 1)")
+        stored_threshold(doc)  # refused here, with the rest of config.json, when it is not a number in (0, 1)
     except (OSError, json.JSONDecodeError, ValueError, TypeError, AttributeError) as err:
         raise WeightsError(f"{ckpt} is not a reward classifier checkpoint: {err}") from err
     try:
@@ -142,5 +140,9 @@ def load_classifier(ckpt_dir: str | Path, device: torch.device | str = "cpu") ->
 
 
 def stored_threshold(doc: dict) -> float:
-    """The operating threshold of a loaded classifier's config.json (load_classifier has checked it)."""
-    return float(doc.get("threshold", FALLBACK_THRESHOLD))
+    """The operating threshold in a classifier's config.json (FALLBACK_THRESHOLD when it names none); ValueError
+    when it is not a number in (0, 1)."""
+    threshold = doc.get("threshold", FALLBACK_THRESHOLD)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold {threshold!r}, expected a number in (0, 1)")
+    return float(threshold)

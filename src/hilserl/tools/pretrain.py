@@ -494,7 +494,8 @@ class Pretrainer:
         episodes = [run_episode(self.task, self.config, EVAL_SEED_BASE + k, controller)
                     for k in range(self.args.eval_episodes)]
         policy.train()
-        result = {"stage": stage, "sampled": self.args.eval_sampled, "success_rate": float(np.mean([e.success for e in episodes])) if episodes else 0.0,
+        result = {"stage": stage, "sampled": self.args.eval_sampled,
+                  "success_rate": float(np.mean([e.success for e in episodes])) if episodes else 0.0,
                   "mean_return": float(np.mean([e.episode_return for e in episodes])) if episodes else 0.0,
                   "mean_length": float(np.mean([e.length for e in episodes])) if episodes else 0.0,
                   "updates": self.progress["updates"], "env_steps": self.progress["env_steps"],
