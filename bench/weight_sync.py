@@ -78,6 +78,8 @@ def subscriber(mode: str) -> None:
             payload = memoryview(msg.data)  # what a raw consumer gets: the bytes, no checks
             ok = len(payload) > 0
         reply.publish(String(data=json.dumps({"t_done": time.time_ns(), "ok": ok})))
+        if mode == "hilserl":  # as the actor does once the new weights act: the next version's empty policy
+            receiver.prepare_next()
 
     node.create_subscription(UInt8MultiArray, "bench/weights", on_msg, qos())
     node.create_publisher(String, "bench/ready", qos()).publish(String(data="ready"))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hilserl.policies.config import PolicyConfig
 from hilserl.policies.inference import InferencePolicy
 from hilserl.weights.codec import WeightsError, decode_weights, encode_weights, read_safetensors, tensor_digest
-from hilserl.weights.loader import WeightsReceiver, inference_digest
+from hilserl.weights.loader import WeightsReceiver, empty_policy, inference_digest
 
 # Small networks keep the fuzzing fast; the checks do not depend on size.
 SMALL = PolicyConfig(image_size=24, hidden_dim=16, feature_dim=8, encoder_channels=4, frame_stack=2)
@@ -166,3 +166,52 @@ def test_decoder_fuzz_mutated_payloads(good_payload, data):
     original = make_policy().state_dict()
     assert set(tensors) == set(original)
     assert all(torch.equal(tensors[k], original[k]) for k in original)
+
+
+def test_writer_lays_out_bytes_exactly_as_the_safetensors_library():
+    """The weights message is written by our one-copy writer; the library must read it, and lay out the very
+    same bytes (alignment by element size, padded header), whatever the dtypes."""
+    from safetensors.torch import load as library_load
+    from safetensors.torch import save as library_save
+
+    from hilserl.safetensors_io import write_safetensors
+
+    tensors = {"b.u8": torch.arange(5, dtype=torch.uint8), "a.f32": torch.randn(3, 4), "c.i64": torch.tensor([1, -2]),
+               "empty": torch.zeros(0), "h.f16": torch.randn(3).half(), "z.bool": torch.tensor([True, False])}
+    written = write_safetensors(tensors, {"key": "value"})
+    assert written == library_save(tensors, metadata={"key": "value"})
+    loaded = library_load(written)
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in tensors.items())
+    with pytest.raises(ValueError, match="contiguous CPU"):
+        write_safetensors({"t": torch.randn(4, 4).t()}, {})
+
+
+def test_digest_changes_with_any_bit_name_dtype_or_shape():
+    base = {"w": torch.zeros(6), "b": torch.ones(2)}
+    digest = tensor_digest(base)
+    assert tensor_digest({"b": torch.ones(2), "w": torch.zeros(6)}) == digest  # name order, not insertion order
+    flipped = torch.zeros(6)
+    flipped.view(torch.int32)[3] ^= 1  # one bit of one float
+    variants = [{"w": flipped, "b": torch.ones(2)}, {"v": torch.zeros(6), "b": torch.ones(2)},
+                {"w": torch.zeros(6, dtype=torch.int32), "b": torch.ones(2)},  # the same bytes, another dtype
+                {"w": torch.zeros(2, 3), "b": torch.ones(2)}, {"w": torch.zeros(6)}]
+    assert len({tensor_digest(v) for v in variants} | {digest}) == len(variants) + 1
+    assert len(digest) == 32 and int(digest, 16) >= 0  # 128 bits, hex
+
+
+def test_a_prepared_empty_policy_is_filled_once_and_only_for_its_config():
+    a, b = make_policy(seed=1), make_policy(seed=2)
+    receiver = WeightsReceiver()
+    assert receiver.offer(payload_for(a, 1)).status == "loaded"
+    receiver.prepare_next()
+    prepared = receiver._empty[1]
+    assert receiver.offer(payload_for(b, 2)).status == "loaded"
+    assert receiver.policy is prepared and receiver.loaded_digest == inference_digest(b)
+    # Used: the next load builds (or is handed) another, never refills the policy in use.
+    assert receiver._empty is None
+    assert receiver.offer(payload_for(a, 3)).status == "loaded"
+    assert receiver.policy is not prepared and inference_digest(prepared) == inference_digest(b)
+    # A prepared policy of another config is not used for a payload of this one.
+    other = PolicyConfig(image_size=24, hidden_dim=8, feature_dim=8, encoder_channels=4, frame_stack=2)
+    receiver._empty = (other.fingerprint(), empty_policy(other))
+    assert receiver.offer(payload_for(a, 4)).status == "loaded" and receiver.loaded_digest == inference_digest(a)

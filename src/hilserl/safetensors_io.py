@@ -1,9 +1,12 @@
-"""A strict reader of the safetensors format, shared by the weights and the transitions messages.
+"""The safetensors format: a strict reader shared by the weights and the transitions messages, and a writer.
 
-Writing uses the safetensors library. Reading is our own, so that
+Reading is our own, so that
   * tensors are views into the received buffer (no copy of a 12 MB weights message on the actor's path), and
   * every way a payload can be wrong (truncated, corrupted, pickled, lying about its shapes) ends in one
     exception of the caller's type that says what was wrong, never in a half-read state.
+Writing a weights message uses `write_safetensors`: the tensors' bytes go straight into the message in one
+copy (the library's writer takes two, and its output is read back by ours and by the library alike). Files
+and transitions are written with the library.
 """
 
 from __future__ import annotations
@@ -25,6 +28,31 @@ DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 class SafetensorsError(ValueError):
     """Bytes that are not a well-formed safetensors payload."""
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors bytes of CPU, contiguous `tensors` plus string `metadata`, in one copy of their data.
+
+    As the library lays them out: the header padded with spaces to 8 bytes, tensors by falling element size
+    then name, so every tensor starts at a multiple of its element size and readers may view it in place.
+    """
+    order = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
+    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
+    parts: list[bytes | memoryview] = []
+    offset = 0
+    for name in order:
+        t = tensors[name]
+        if t.device.type != "cpu" or not t.is_contiguous() or t.dtype not in DTYPE_NAMES:
+            raise ValueError(f"tensor {name!r}: write_safetensors takes contiguous CPU tensors of "
+                             f"{sorted(DTYPES)}, got {t.dtype} on {t.device}")
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        if size:
+            parts.append(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+        offset += size
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    return b"".join([struct.pack("<Q", len(head)), head, *parts])
 
 
 def looks_pickled(head: bytes) -> bool:

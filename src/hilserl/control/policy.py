@@ -57,11 +57,12 @@ class ActorPolicy:
         if self.stacker is None or self.stacker.config != meta.config:
             self.stacker = FrameStacker(meta.config)
             self.on_new_config(meta.config)
+        load_ms = round((time.perf_counter() - started) * 1e3, 2)  # until the new weights act
+        self.receiver.prepare_next()
         return offer, {"weights_version": meta.weights_version, "run_id": meta.run_id,
                        "learner_step": meta.learner_step, "digest": self.receiver.loaded_digest,
                        "config_fingerprint": meta.config_fingerprint,
-                       "module_digests": module_digests(self.receiver.policy),
-                       "load_ms": round((time.perf_counter() - started) * 1e3, 2)}
+                       "module_digests": module_digests(self.receiver.policy), "load_ms": load_ms}
 
     def reset_stack(self) -> None:
         """Start a fresh frame stack (a gap in the stream, or a new episode)."""

@@ -1,9 +1,10 @@
 """Strict, atomic loading of a whole inference state; the actor's only way to get weights.
 
-A new `InferencePolicy` is built on the meta device (no memory, no init cost), the decoded tensors are
-assigned to it (they view the message buffer: no copy; on a GPU actor, one copy to the device), the digest
-is recomputed from the *module's* tensors, and only then does it replace the policy in use. A payload that fails any check leaves the
-policy in use untouched.
+A new `InferencePolicy` is built on the meta device (no memory), the decoded tensors are assigned to it
+(they view the message buffer: no copy; on a GPU actor, one copy to the device), the digest is recomputed
+from the *module's* tensors, and only then does it replace the policy in use. A payload that fails any
+check leaves the policy in use untouched. Building the empty policy costs a few milliseconds of Python, so
+the receiver builds the next one after a load (`prepare_next`), off the path from publish to acting.
 """
 
 from __future__ import annotations
@@ -40,12 +41,17 @@ def check_state_matches(expected: Mapping[str, torch.Tensor], given: Mapping[str
         raise WeightsError(f"{what} does not match the policy's inference state: " + "; ".join(problems[:8]))
 
 
-def build_strict(config: PolicyConfig, tensors: Mapping[str, torch.Tensor], what: str,
-                 device: torch.device | None = None) -> InferencePolicy:
-    """An InferencePolicy whose every tensor is taken from `tensors` (no random init survives), on `device`
-    (default: where the tensors are)."""
+def empty_policy(config: PolicyConfig) -> InferencePolicy:
+    """An InferencePolicy on the meta device: its structure without memory, for `build_strict` to fill."""
     with torch.device("meta"):
-        policy = InferencePolicy(config)
+        return InferencePolicy(config)
+
+
+def build_strict(config: PolicyConfig, tensors: Mapping[str, torch.Tensor], what: str,
+                 device: torch.device | None = None, empty: InferencePolicy | None = None) -> InferencePolicy:
+    """An InferencePolicy whose every tensor is taken from `tensors` (no random init survives), on `device`
+    (default: where the tensors are). `empty`: an unused `empty_policy(config)` to fill instead of a new one."""
+    policy = empty if empty is not None else empty_policy(config)
     check_state_matches(policy.state_dict(), tensors, what)
     policy.load_state_dict(dict(tensors), strict=True, assign=True)
     if device is not None:
@@ -86,6 +92,17 @@ class WeightsReceiver:
         self.policy: InferencePolicy | None = None
         self.meta: WeightsMeta | None = None
         self.loaded_digest: str | None = None
+        self._empty: tuple[str, InferencePolicy] | None = None  # (config fingerprint, an unused empty_policy)
+
+    def prepare_next(self) -> None:
+        """Build the empty policy the next version will be loaded into. Call it when idle, after a load."""
+        config = self.meta.config if self.meta else self.expected_config
+        if config is not None and (self._empty is None or self._empty[0] != config.fingerprint()):
+            self._empty = (config.fingerprint(), empty_policy(config))
+
+    def _take_empty(self, config: PolicyConfig) -> InferencePolicy | None:
+        empty, self._empty = self._empty, None  # used once: a filled policy is never refilled
+        return empty[1] if empty is not None and empty[0] == config.fingerprint() else None
 
     @property
     def ready(self) -> bool:
@@ -112,7 +129,8 @@ class WeightsReceiver:
             return Offer("ignored", f"version {meta.weights_version} is not newer than loaded "
                                     f"{self.meta.weights_version} of run {meta.run_id}", meta)
         try:
-            candidate = build_strict(meta.config, tensors, f"weights v{meta.weights_version}", self.device)
+            candidate = build_strict(meta.config, tensors, f"weights v{meta.weights_version}", self.device,
+                                     empty=self._take_empty(meta.config))
         except WeightsError as err:
             return Offer("rejected", str(err), meta)
         digest = inference_digest(candidate)
