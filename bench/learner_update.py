@@ -11,8 +11,10 @@ In one run:
 First the losses: plain and hilserl start from the same weights, batch, augmentation shifts and noise (same
 seed), and the fast path's critic/actor losses must lie within LOSS_RTOL of the plain ones. Then the speed:
 the updates alternate, so load from other processes on a shared CPU hits all alike; the ratio of medians is
-compared with TARGET_RATIO. `--ablate` also times settings one at a time. Exits 1 when the losses are out of
-tolerance; the ratio is reported, not enforced (the CPU may be shared).
+compared with TARGET_RATIO. Then the ceiling the arithmetic sets: the update's GFLOP (torch's flop counter)
+at the device's measured matmul peak, as a ratio against the same plain rate. `--ablate` also times settings
+one at a time. Exits 1 when the losses are out of tolerance; the ratio is reported, not enforced (the CPU may
+be shared).
 
     .venv/bin/python bench/learner_update.py [--rounds 6] [--ablate] [--batch 256] [--device auto]
 """
@@ -101,6 +103,29 @@ def time_interleaved(runners: dict[str, Callable[[], None]], rounds: int, warmup
     return times
 
 
+def update_gflop(update: Callable, batch: Batch) -> float:
+    """The matmul and convolution work of one update, counted by torch (GFLOP)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        update(batch, 0)
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, runs: int = 5) -> float:
+    """The best rate of a large square matmul: about as fast as this device does that dtype's arithmetic."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    a @ b
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=BATCH)
@@ -173,6 +198,16 @@ def main() -> int:
     print("updates/s (median of rounds):")
     for name, r in rate.items():
         print(f"  {name:24s} {r:6.2f}/s  x{r / rate['plain']:.2f} plain")
+    # What the arithmetic allows: an update's matmul/conv work at the device's matmul peak in the fast path's
+    # precision, against the plain update's rate measured here. No update runs at that peak (its elementwise
+    # work and memory traffic come on top), so a target above this ceiling cannot be met on this device.
+    gflop = update_gflop(plain.update, batch)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    peak = matmul_peak_gflops(dtype, device)
+    print(f"ceiling: the update is {gflop:.0f} GFLOP of matmuls and convolutions; at this device's "
+          f"{str(dtype).removeprefix('torch.')} matmul peak ({peak:.0f} GFLOP/s) it could run at most "
+          f"{peak / gflop:.2f}/s, x{peak / gflop / rate['plain']:.1f} the plain update here "
+          f"(hilserl reaches {100 * rate['hilserl'] * gflop / peak:.0f}% of that peak)")
     ratio = rate["hilserl"] / rate["plain"]
     print(f"plain {rate['plain']:.2f} updates/s, hilserl {rate['hilserl']:.2f} updates/s: ratio {ratio:.2f} "
           f"(target >= {TARGET_RATIO:g}: {'met' if ratio >= TARGET_RATIO else 'NOT met'}); "

@@ -102,6 +102,40 @@ def test_encode_folds_scaling_into_first_conv(channels_last):
         encode(agent.inference.encoder, pixels.float())
 
 
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_encode_gradients_equal_the_plain_encoders_whichever_kernels_run(layout, monkeypatch):
+    """The CPU path (first conv from NHWC pixels, ReLUs fused into the convs where oneDNN offers it, the first
+    conv's weight gradient from either pixel layout) gives the plain encoder's features and gradients."""
+    from hilserl.policies import speed
+
+    torch.manual_seed(0)
+    encoder = DrQV2Agent(small_config(), speed=FP32).inference.encoder
+    pixels = torch.randint(0, 256, (6, 9, 24, 24), dtype=torch.uint8)
+    monkeypatch.setattr(speed, "_FIRST_CONV_WGRAD_LAYOUT", {((6, 9, 24, 24), torch.float32): layout})
+    weights = torch.randn(6, encoder.repr_dim)  # a loss that weighs every feature differently
+    grads = []
+    for run in (lambda: encoder(pixels), lambda: encode(encoder, pixels, channels_last=True)):
+        encoder.zero_grad(set_to_none=True)
+        features = run()
+        (features * weights).sum().backward()
+        grads.append((features.detach(), [p.grad.clone() for p in encoder.parameters()]))
+    (ref, ref_grads), (got, got_grads) = grads
+    assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5)
+    for g, r in zip(got_grads, ref_grads):
+        assert torch.allclose(g, r, atol=1e-4, rtol=1e-4), (g - r).abs().max()
+
+
+def test_first_conv_weight_gradient_layout_is_measured_once_per_shape(monkeypatch):
+    from hilserl.policies import speed
+
+    monkeypatch.setattr(speed, "_FIRST_CONV_WGRAD_LAYOUT", {})
+    encoder = DrQV2Agent(small_config(), speed=FP32).inference.encoder
+    for _ in range(2):
+        encode(encoder, torch.randint(0, 256, (5, 9, 24, 24), dtype=torch.uint8), channels_last=True).sum().backward()
+    assert list(speed._FIRST_CONV_WGRAD_LAYOUT) == [((5, 9, 24, 24), torch.float32)]
+    assert set(speed._FIRST_CONV_WGRAD_LAYOUT.values()) <= {"nchw", "nhwc"}
+
+
 # --- losses against the plain reference --------------------------------------------------------------
 
 @pytest.mark.parametrize("speed,rtol", [(FP32, FP32_RTOL), (BF16, BF16_RTOL)], ids=["fp32", "bf16"])
