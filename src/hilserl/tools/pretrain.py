@@ -56,6 +56,7 @@ from hilserl.kinematics.action_space import ACTION_SPACES, EE_AXES, action_dim_f
 from hilserl.policies import PolicyConfig, build_agent, resolve_device
 from hilserl.policies.actor_critic import cloning_loss
 from hilserl.policies.config import GRIPPER_MODES
+from hilserl.policies.device import supports_bf16
 from hilserl.policies.inference import GRIPPER_COMMANDS
 from hilserl.policies.augment import random_shift
 from hilserl.policies.batch import concat_batches
@@ -143,7 +144,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--episode-steps", type=int, default=50)
     p.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared; 1 is usually fastest)")
     p.add_argument("--device", default="auto", help="where to train: auto (a GPU when torch sees one), cpu, cuda, cuda:N")
-    p.add_argument("--no-bf16", action="store_true", help="train in float32 (default: bfloat16 autocast on the CPU)")
+    p.add_argument("--no-bf16", action="store_true",
+                   help="train in float32 (default: bfloat16 autocast where the device has native bfloat16)")
     p.add_argument("--fp16", action="store_true", help="store the --out checkpoint in float16 (half the size)")
     p.add_argument("--no-tensorboard", action="store_true")
     args = p.parse_args(argv)
@@ -368,7 +370,8 @@ class Pretrainer:
         from tqdm import tqdm
 
         policy = self.agent.inference.train()
-        bf16 = not self.args.no_bf16
+        # Emulated bfloat16 (a CPU without AVX512-BF16/AMX) is slower than float32: only where it is native.
+        bf16 = not self.args.no_bf16 and supports_bf16(self.agent.device)
         bar = tqdm(range(updates), desc=f"{stage}: cloning", unit="upd", file=sys.stderr)
         for i in bar:
             pixels, state, labels = (None if t is None else t.to(self.agent.device)
