@@ -30,6 +30,12 @@ class SafetensorsError(ValueError):
     """Bytes that are not a well-formed safetensors payload."""
 
 
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """A tensor's bytes, viewed in place when it is a contiguous CPU tensor."""
+    t = tensor.detach().cpu().contiguous()
+    return memoryview(t.view(torch.uint8).reshape(-1).numpy()) if t.numel() else memoryview(b"")
+
+
 def write_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     """The safetensors bytes of CPU, contiguous `tensors` plus string `metadata`, in one copy of their data.
 
@@ -48,7 +54,7 @@ def write_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
         size = t.numel() * t.element_size()
         header[name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
         if size:
-            parts.append(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+            parts.append(tensor_bytes(t))
         offset += size
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)

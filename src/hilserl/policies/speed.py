@@ -110,8 +110,9 @@ def _first_conv_weight_grad(layout: str, grad: torch.Tensor, pixels: torch.Tenso
     return grad_weight, grad_bias
 
 
-def _faster_weight_grad_layout(*args) -> str:
-    _, pixels, _, weight, _ = args
+def _faster_weight_grad_layout(grad: torch.Tensor, pixels: torch.Tensor, nhwc: torch.Tensor, weight: torch.Tensor,
+                               stride: int) -> str:
+    args = (grad, pixels, nhwc, weight, stride)
     key = (tuple(pixels.shape), weight.dtype)
     if key not in _FIRST_CONV_WGRAD_LAYOUT:
         seconds = {}

@@ -18,7 +18,7 @@ import xxhash
 from hilserl.policies.config import PolicyConfig
 from hilserl.safetensors_io import DTYPE_NAMES, DTYPES, MAX_HEADER_BYTES  # noqa: F401  (part of this module's API)
 from hilserl.safetensors_io import read_safetensors as read_strict
-from hilserl.safetensors_io import write_safetensors
+from hilserl.safetensors_io import tensor_bytes, write_safetensors
 
 FORMAT = "hilserl-weights/2"  # /2: the tensor digest is XXH3-128 (it was a SHA-256 tree in /1)
 METADATA_KEYS = ("format", "policy", "config", "config_fingerprint", "weights_version", "learner_step",
@@ -53,11 +53,6 @@ class WeightsMeta:
         if self.uniform_exploration_steps > 0:
             metadata[EXPLORATION_KEY] = str(self.uniform_exploration_steps)
         return metadata
-
-
-def tensor_bytes(tensor: torch.Tensor) -> memoryview:
-    t = tensor.detach().cpu().contiguous()
-    return memoryview(t.view(torch.uint8).reshape(-1).numpy()) if t.numel() else memoryview(b"")
 
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
