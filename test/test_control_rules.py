@@ -158,6 +158,27 @@ def test_a_label_ends_the_episode_and_the_actor_waits_for_the_next_sim_episode()
     assert r.observe(report(1, 0), FRAMES, STATE) and len(episodes) == 1
 
 
+def test_a_label_given_as_the_sim_ends_the_episode_is_the_episodes_verdict_everywhere():
+    # The person's success label and the sim's step limit close the same step: the transition and the summary
+    # both say success, and the episode is summarised once.
+    r, transitions, episodes = rules()
+    r.observe(report(0, 0), FRAMES, STATE)
+    r.acted(FRAMES, STATE, ACTION, True)
+    r.press("success")
+    assert not r.observe(report(0, 1, truncated=True), FRAMES, STATE)
+    assert transitions[-1].success and transitions[-1].terminated
+    assert [(e["episode"], e["success"], e.get("label")) for e in episodes] == [(0, True, "success")]
+    # In real time the next episode's first observation can arrive with the end: the label still belongs to the
+    # episode acted in, and the actor acts in the new one.
+    assert r.observe(report(1, 0), FRAMES, STATE)
+    r.acted(FRAMES, STATE, ACTION, True)
+    r.press("failure")
+    r.report(report(1, 1, truncated=True))
+    assert r.observe(report(2, 0), FRAMES, STATE)
+    assert [(e["episode"], e["success"], e.get("label")) for e in episodes][1:] == [(1, False, "failure")]
+    assert transitions[-1].episode == 1 and transitions[-1].terminated and not transitions[-1].success
+
+
 def test_without_a_sim_labels_and_the_step_limit_end_episodes():
     transitions, episodes = [], []
     r = EpisodeRules(transitions.append, episodes.append, max_episode_steps=2)

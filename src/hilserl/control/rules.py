@@ -101,12 +101,20 @@ class EpisodeRules:
         return self.recorder.pending is None  # else no step since the last action (real time: the sim lags)
 
     def _settle(self, after: list[StepReport], frames: np.ndarray, state: np.ndarray) -> None:
-        last, label = after[-1], self.label  # a label ends the episode with this transition
+        last = after[-1]
+        label, label_reward, source = self._take_label()  # a label ends the episode with this transition
         truncated = last.truncated or (self.max_episode_steps > 0 and self.recorder.stats.steps >= self.max_episode_steps)
-        reward = self.label_reward if label is not None and self.label_reward is not None else sum(r.reward for r in after)
-        self.recorder.outcome(reward, last.terminated or label is not None, truncated,
-                              label == "success" if label else last.success, next_frames=frames, next_state=state)
+        reward = label_reward if label is not None and label_reward is not None else sum(r.reward for r in after)
+        closed = self.recorder.outcome(reward, last.terminated or label is not None, truncated,
+                                       label == "success" if label else last.success, next_frames=frames,
+                                       next_state=state)
         self.acted_in = None
+        if label is not None:
+            # Summarised here, with the episode the transition belongs to: the label is the episode's verdict
+            # even where the sim ended that episode in the same step (its own end report is then passed over),
+            # and the observation being decided on may already belong to the next episode.
+            self._emit(last, label == "success", True, False, closed or self.recorder.last_closed, label=label,
+                       source=source)
 
     def _episode_ended(self, report: StepReport) -> None:
         if not self.started or report.episode <= self.closed_through:
