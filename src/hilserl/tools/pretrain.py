@@ -14,8 +14,10 @@ scripted expert:
               n_step 3), actor, encoder (and a discrete gripper's grasp critic) held, until the TD error
               settles (`--critic-updates` at most): the learner then starts from a critic that already values
               what the actor does
-  5. rl       optional `--rl-steps` of DrQ-v2 fine-tuning on the task reward (demos + online data, 50/50);
-              the actor waits `--rl-actor-delay` updates so the fresh critic learns first
+  5. rl       optional `--rl-steps` of DrQ-v2 fine-tuning on the task reward, protected as the learner protects
+              a pretrained policy: n-step TD on demos + online data (50/50), behaviour cloning on the demo rows
+              (`--rl-bc-weight`), the encoder at `--rl-encoder-lr-scale` of its rate, and an actor that waits
+              `--rl-actor-delay` updates so the critic learns the policy's own data first
 `--gripper discrete` (ee_delta): the expert gives gripper commands (close -1, stay 0, open +1), demos and
 rollouts replace a command by a random one with probability `--grasp-epsilon` instead of adding noise to it, and
 cloning trains the grasp critic on the commands by cross-entropy (arm values: MSE as above).
@@ -72,6 +74,9 @@ DAGGER_UPDATES = 800  # per round
 DAGGER_BETA = 0.5  # the expert executes a step with probability beta^round
 RL_STEPS = 0
 RL_ACTOR_DELAY = 500
+# The learner's protections of a pretrained policy (config/learner.yaml), for the same reason here.
+RL_BC_WEIGHT = 5.0  # behaviour cloning on the demonstration rows in the actor loss
+RL_ENCODER_LR_SCALE = 0.1  # the pretrained encoder learns at a tenth of the critic's rate
 CRITIC_ROLLOUTS = 30
 CRITIC_ROLLOUT_NOISE = 0.3  # std of the extra action noise on every other critic rollout
 CRITIC_UPDATES = 3000  # at most; the stage stops earlier once the TD error settles
@@ -128,7 +133,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ship-demos", type=int, default=SHIP_DEMOS,
                    help="expert episodes written beside the checkpoint as demos.safetensors (0: none)")
     p.add_argument("--rl-steps", type=int, default=RL_STEPS, help="DrQ-v2 fine-tuning env steps (1 update each)")
-    p.add_argument("--rl-actor-delay", type=int, default=RL_ACTOR_DELAY)
+    p.add_argument("--rl-actor-delay", type=int, default=RL_ACTOR_DELAY, help="critic-only updates first")
+    p.add_argument("--rl-bc-weight", type=float, default=RL_BC_WEIGHT,
+                   help="behaviour cloning on the expert's rows in the actor loss (0: pure DrQ-v2)")
+    p.add_argument("--rl-encoder-lr-scale", type=float, default=RL_ENCODER_LR_SCALE,
+                   help="the encoder's learning rate relative to the critic's while fine-tuning")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--lr", type=float, default=LR, help="cloning learning rate (DrQ-v2 keeps its own)")
     p.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES)
@@ -161,6 +170,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.bc_updates = args.dagger_rounds = args.rl_steps = 0
     if args.expert_demos == 0 and (args.bc_updates or args.dagger_rounds):
         p.error("cloning needs demonstrations: give --expert-demos > 0 (or --bc-updates 0 --dagger-rounds 0)")
+    if args.rl_bc_weight < 0 or args.rl_encoder_lr_scale < 0:
+        p.error("--rl-bc-weight and --rl-encoder-lr-scale must be >= 0")
     if args.batch_size < 1 or args.threads < 1:
         p.error("--batch-size and --threads must be >= 1")
     try:
@@ -388,39 +399,51 @@ class Pretrainer:
                 self.metrics.log(self.progress["updates"], {"train/bc_loss": loss.item()})
 
     def fine_tune(self) -> None:
-        """DrQ-v2 on the task reward: one update per environment step, half of each batch from the demos."""
-        from hilserl.sim.demo_buffer import DemoBuffer
+        """DrQ-v2 on the task reward as the learner fine-tunes a pretrained policy: its n-step buffers, with the
+        expert's episodes as the demonstration buffer (half of each batch, their rows cloned with `--rl-bc-weight`),
+        critic-only updates for the first `--rl-actor-delay`, the encoder at `--rl-encoder-lr-scale` of its rate;
+        one update per environment step of the policy acting as the actor does."""
+        from hilserl.replay.episode_buffer import MixedSampler, ReplayBuffer
+        from hilserl.sim.demo_buffer import episode_transitions
         from hilserl.sim.rollout import policy_controller, run_episode
+        from hilserl.training.loop import scale_learning_rate
         from tqdm import tqdm
 
-        online = DemoBuffer(self.buffer.frame_shape, self.config.state_dim, self.config.action_dim,
-                            self.config.frame_stack)
-        agent, half = self.agent, self.args.batch_size // 2
-        actor_lr = [g["lr"] for g in agent.actor_opt.param_groups]
-        bar = tqdm(total=self.args.rl_steps, desc="rl: DrQ-v2", unit="step", file=sys.stderr)
-        rl_updates, done = 0, 0
-        while done < self.args.rl_steps:
+        a, agent = self.args, self.agent
+        capacity = len(self.buffer) + a.rl_steps + a.episode_steps + 1
+        demos, online = ReplayBuffer(self.config, capacity, GAMMA), ReplayBuffer(self.config, capacity, GAMMA)
+        for key, t in self.buffer.transitions():  # the expert's steps count as a demonstrator's: BC applies to them
+            demos.add(dataclasses.replace(t, intervention=True), key)
+        sampler = MixedSampler(online, demos, seed=a.seed)
+        encoder_lrs = [g["lr"] for g in agent.encoder_opt.param_groups]
+        scale_learning_rate(agent.encoder_opt, a.rl_encoder_lr_scale)
+        bar = tqdm(total=a.rl_steps, desc="rl: DrQ-v2", unit="step", file=sys.stderr)
+        rl_updates, done, key = 0, 0, self.buffer.episodes
+        successes = []
+        while done < a.rl_steps:
             controller = policy_controller(agent.inference, deterministic=False, step=self.progress["updates"])
             episode = run_episode(self.task, self.config, self.training_seed(), controller)
-            online.add(episode)
+            for t in episode_transitions(episode, key):
+                online.add(t, key)
+            key += 1
             self.record_episode(episode, "rl")
-            for _ in range(episode.length):
-                # The critic starts untrained; the actor holds still (lr 0) until it has learnt something.
-                hold = rl_updates < self.args.rl_actor_delay
-                for g, lr in zip(agent.actor_opt.param_groups, actor_lr):
-                    g["lr"] = 0.0 if hold else lr
-                demo = self.buffer.rl_batch(half, self.rng, GAMMA) if len(self.buffer) else None
-                own = online.rl_batch(self.args.batch_size - (half if demo else 0), self.rng, GAMMA)
-                batch = concat_batches(demo, own) if demo else own
-                info = agent.update(batch, self.progress["updates"])
+            successes.append(episode.success)
+            for _ in range(episode.length if online.has_window() else 0):
+                info = agent.update(sampler.sample(a.batch_size), self.progress["updates"],
+                                    update_actor=rl_updates >= a.rl_actor_delay, bc_weight=a.rl_bc_weight)
                 rl_updates += 1
                 self.progress["updates"] += 1
                 if rl_updates % 50 == 0:
                     self.metrics.log(self.progress["updates"], {f"train/{k}": v for k, v in info.items()})
-                    bar.set_postfix(critic=f"{info['critic_loss']:.3f}", q=f"{info['q']:.2f}")
+                    bar.set_postfix(critic=f"{info['critic_loss']:.3f}", q=f"{info['q']:.2f}",
+                                    success=f"{np.mean(successes[-20:]):.2f}")
             done += episode.length
             bar.update(episode.length)
         bar.close()
+        for group, lr in zip(agent.encoder_opt.param_groups, encoder_lrs):
+            group["lr"] = lr
+        print(f"pretrain: rl: {rl_updates} updates, the policy lifted {sum(successes)}/{len(successes)} while "
+              f"collecting (last 20: {np.mean(successes[-20:]):.2f})", file=sys.stderr)
 
     def collect_rollouts(self) -> None:
         """The policy acting as the actor node does (sampled); every other episode with extra action noise."""
