@@ -105,6 +105,7 @@ class EpisodeRules:
         label, label_reward, source = self._take_label()  # a label ends the episode with this transition
         truncated = last.truncated or (self.max_episode_steps > 0 and self.recorder.stats.steps >= self.max_episode_steps)
         reward = label_reward if label is not None and label_reward is not None else sum(r.reward for r in after)
+        # A label makes this transition terminal, so `closed` is then the episode's summary.
         closed = self.recorder.outcome(reward, last.terminated or label is not None, truncated,
                                        label == "success" if label else last.success, next_frames=frames,
                                        next_state=state)
@@ -113,8 +114,7 @@ class EpisodeRules:
             # Summarised here, with the episode the transition belongs to: the label is the episode's verdict
             # even where the sim ended that episode in the same step (its own end report is then passed over),
             # and the observation being decided on may already belong to the next episode.
-            self._emit(last, label == "success", True, False, closed or self.recorder.last_closed, label=label,
-                       source=source)
+            self._emit(last, label == "success", True, False, closed, label=label, source=source)
 
     def _episode_ended(self, report: StepReport) -> None:
         if not self.started or report.episode <= self.closed_through:

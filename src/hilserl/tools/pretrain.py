@@ -61,7 +61,6 @@ from hilserl.policies.config import GRIPPER_MODES
 from hilserl.policies.device import supports_bf16
 from hilserl.policies.inference import GRIPPER_COMMANDS
 from hilserl.policies.augment import random_shift
-from hilserl.policies.batch import concat_batches
 
 # Defaults, as the shipped reach checkpoint was trained (see checkpoints/reach/README.md).
 TASK = "reach"
