@@ -53,12 +53,11 @@ def test_demo_buffer_rebuilds_the_stacks_frame_stacker_builds():
         np.testing.assert_array_equal(got, expected[f])
         nxt = buffer.stacked(np.array([f + 1]), buffer.start_idx[[i]])[0]
         np.testing.assert_array_equal(nxt, expected[f + 1])
-    batch = buffer.rl_batch(32, rng, gamma=0.9)
-    assert batch.pixels.shape == (32, 9, 16, 16) and batch.state.shape == (32, 8)
-    terminal = batch.discount[:, 0] == 0
-    assert terminal.any() and (~terminal).any()  # only the last step of the terminated episode
-    np.testing.assert_allclose(batch.discount[~terminal], 0.9)
-    np.testing.assert_allclose(batch.next_state[:, 0] - batch.state[:, 0], 1.0)
+    # as the learner's buffers take them: an episode's end is terminal only where the task ended it (the second)
+    ends = [(key, t.step, t.terminated, t.truncated) for key, t in buffer.transitions() if t.terminated or t.truncated]
+    assert ends == [(0, 3, False, True), (1, 1, True, False)]
+    states = [t.state[0] for _, t in buffer.transitions()]
+    assert states == [0, 1, 2, 3, 0, 1]
 
 
 def test_bad_flags_are_refused_with_a_reason(capsys):

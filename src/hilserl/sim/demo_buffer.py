@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from hilserl.control.episode import Transition
-from hilserl.policies.batch import Batch
 from hilserl.sim.rollout import Episode
 
 
@@ -89,21 +88,6 @@ class DemoBuffer:
         pixels = torch.from_numpy(self.stacked(self.frame_idx[i], self.start_idx[i]))
         state = torch.from_numpy(self.states[self.frame_idx[i]]) if self.state_dim else None
         return pixels, state, torch.from_numpy(self.labels[i])
-
-    def rl_batch(self, batch_size: int, rng: np.random.Generator, gamma: float) -> Batch:
-        """One-step TD batch of executed actions for a DrQ-v2 update."""
-        i = self.sample_indices(batch_size, rng)
-        f, s = self.frame_idx[i], self.start_idx[i]
-        has_state = self.state_dim > 0
-        return Batch(
-            pixels=torch.from_numpy(self.stacked(f, s)),
-            action=torch.from_numpy(self.actions[i]),
-            reward=torch.from_numpy(self.rewards[i, None]),
-            discount=torch.from_numpy((gamma * (~self.terminal[i])).astype(np.float32)[:, None]),
-            next_pixels=torch.from_numpy(self.stacked(f + 1, s)),
-            state=torch.from_numpy(self.states[f]) if has_state else None,
-            next_state=torch.from_numpy(self.states[f + 1]) if has_state else None,
-        )
 
     def transitions(self, episodes: int | None = None) -> list[tuple[int, Transition]]:
         """(episode index, Transition) for the first `episodes` stored episodes (all by default), in the form an
