@@ -4,6 +4,7 @@ the real commands, and what the actor's episode rules do with its success."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -287,6 +288,39 @@ def test_eval_prints_one_json_line(lift_frames, trained):
                           str(frames), "--frames", str(frames)], capture_output=True, text=True, cwd=REPO,
                          env=ros_env(0), timeout=300)
     assert bad.returncode == 1 and "not a reward classifier checkpoint" in bad.stderr and not bad.stdout
+
+
+def test_the_threshold_is_chosen_again_on_the_held_out_episodes_without_training_again(lift_frames, trained,
+                                                                                        tmp_path):
+    frames, _ = lift_frames
+    out = tmp_path / "classifier"
+    shutil.copytree(trained[0], out)
+    before = json.loads((out / "config.json").read_text())
+    result = hilserl("reward-classifier", "threshold", "--checkpoint", str(out), "--frames", str(frames),
+                     "--target-fpr", "0.5")
+    chosen = json.loads(result.stdout)
+    after = json.loads((out / "config.json").read_text())
+    # a looser target can only lower the cut; the weights are the same, the new threshold is the one stored
+    assert 0.5 <= chosen["threshold"] <= before["threshold"] and after["threshold"] == chosen["threshold"]
+    assert after["digest"] == before["digest"] and after["training"]["held_out_scores"] == chosen["scores"]
+    assert chosen["episodes"] == len(before["training"]["held_out_episodes"]) and "0.5" in \
+        after["training"]["threshold_chosen"]
+    assert chosen["scores"]["false_positive_rate"] <= 0.5
+    scored = hilserl("reward-classifier", "eval", "--checkpoint", str(out), "--frames", str(frames))
+    assert json.loads(scored.stdout) == json.loads(hilserl(
+        "reward-classifier", "eval", "--checkpoint", str(out), "--frames", str(frames), "--threshold",
+        str(chosen["threshold"])).stdout)  # eval and the actor take the new one
+    # held-out episodes are those of the training run's folder: another folder's ids would mean other frames
+    other = tmp_path / "other"
+    shutil.copytree(frames, other)
+    bad = subprocess.run([sys.executable, "-m", "hilserl", "reward-classifier", "threshold", "--checkpoint",
+                          str(out), "--frames", str(other)], capture_output=True, text=True, cwd=REPO,
+                         env=ros_env(0), timeout=300)
+    assert bad.returncode == 1 and "--episodes all" in bad.stderr and not bad.stdout
+    assert json.loads((out / "config.json").read_text()) == after  # nothing written
+    every = json.loads(hilserl("reward-classifier", "threshold", "--checkpoint", str(out), "--frames", str(other),
+                               "--episodes", "all").stdout)
+    assert every["episodes"] == 10 and every["scores"]["frames"] == len(read_frames(other))
 
 
 def test_the_success_button_is_held_only_while_down_in_a_fresh_reading():

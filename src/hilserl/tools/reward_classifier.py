@@ -1,4 +1,4 @@
-"""`python -m hilserl reward-classifier train|eval`: a success classifier on labelled camera frames.
+"""`python -m hilserl reward-classifier train|eval|threshold`: a success classifier on labelled camera frames.
 
   train --frames DIR --out DIR [--init-encoder CHECKPOINT] [--epochs N] [--device D] ...
         trains on the frames of DIR (hilserl.reward.frames) with a held-out split by episode, chooses the
@@ -9,6 +9,12 @@
   eval  --checkpoint DIR --frames DIR [--threshold P]
         scores every frame of DIR at the classifier's own threshold (or P) and prints one JSON line:
         {"accuracy": ..., "false_positive_rate": ..., "false_negative_rate": ..., "frames": N}
+  threshold --checkpoint DIR --frames DIR [--target-fpr F] [--episodes held-out|all]
+        chooses the operating threshold again, as train does, without training again: on the episodes the
+        training run held out (DIR must be its frames folder), or on every episode of DIR with --episodes all
+        (frames recorded apart from training, e.g. on the real arm); writes it into the checkpoint's config.json
+        and prints {"threshold": ..., "scores": {...}, "episodes": N}. Never choose it on the frames you check
+        the classifier with: the check would then be no check.
 """
 
 from __future__ import annotations
@@ -47,12 +53,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     e.add_argument("--threshold", type=float, help="success when p(success) > this (default: the threshold in "
                    f"the classifier's config.json, {FALLBACK_THRESHOLD} for one without)")
     e.add_argument("--device", default="cpu")
+    r = sub.add_parser("threshold", help="choose a classifier's threshold again on a frames folder")
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--frames", required=True)
+    r.add_argument("--target-fpr", type=float, default=training.TARGET_FALSE_POSITIVE_RATE,
+                   help="the threshold chosen is the lowest whose false positive rate on those frames is at most this")
+    r.add_argument("--episodes", choices=("held-out", "all"), default="held-out",
+                   help="held-out: the episodes the training run held out (--frames is its folder); all: every one")
+    r.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     if args.action == "train" and (args.epochs < 1 or args.batch_size < 1 or not 0.0 <= args.held_out < 1.0
                                    or not 0.0 <= args.target_fpr < 1.0):
         p.error("--epochs and --batch-size must be >= 1, --held-out and --target-fpr in [0, 1)")
     if args.action == "eval" and args.threshold is not None and not 0.0 < args.threshold < 1.0:
         p.error("--threshold must be in (0, 1)")
+    if args.action == "threshold" and not 0.0 <= args.target_fpr < 1.0:
+        p.error("--target-fpr must be in [0, 1)")
     return args
 
 
@@ -101,9 +117,10 @@ def train(args: argparse.Namespace) -> dict:
     return {"held_out": scores, "threshold": threshold, "digest": model.digest(), "out": str(args.out)}
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+def classifier_and_frames(args: argparse.Namespace):
+    """(the classifier, its config.json, the frames of --frames), refused when the frames do not fit it."""
     from hilserl.policies.device import resolve_device
-    from hilserl.reward.classifier import load_classifier, stored_threshold
+    from hilserl.reward.classifier import load_classifier
     from hilserl.reward.frames import read_frames
 
     model, doc = load_classifier(args.checkpoint, resolve_device(args.device))
@@ -111,14 +128,55 @@ def evaluate(args: argparse.Namespace) -> dict:
     if (data.num_cameras, data.image_size) != (model.config.num_cameras, model.config.image_size):
         raise ValueError(f"{args.frames} holds {data.num_cameras} camera(s) at {data.image_size} px; the classifier "
                          f"takes {model.config.num_cameras} at {model.config.image_size} px")
+    return model, doc, data
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    from hilserl.reward.classifier import stored_threshold
+
+    model, doc, data = classifier_and_frames(args)
     threshold = args.threshold if args.threshold is not None else stored_threshold(doc)
     return training.score(model, data, threshold).as_dict()
+
+
+def rethreshold(args: argparse.Namespace) -> dict:
+    """Choose the threshold again on the training run's held-out episodes (or all of --frames) and store it."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from hilserl.reward.classifier import save_classifier
+
+    model, doc, data = classifier_and_frames(args)
+    notes = dict(doc.get("training") or {})
+    if args.episodes == "held-out":
+        recorded = notes.get("frames")
+        if not notes.get("held_out_episodes") or not recorded:
+            raise ValueError(f"{args.checkpoint} records no held-out episodes; choose on frames recorded apart from "
+                             "training with --episodes all")
+        if Path(recorded).resolve() != Path(args.frames).resolve():
+            raise ValueError(f"{args.checkpoint} held out episodes of {recorded}, not of {args.frames}: give that "
+                             "folder, or --episodes all for frames recorded apart from training")
+        data = data.select(np.flatnonzero(np.isin(data.episode, notes["held_out_episodes"])))
+    if data.success.all() or not data.success.any():
+        raise ValueError(f"{args.frames}: the frames to choose on need both success and non-success frames")
+    probability = training.probabilities(model, data.frames)
+    threshold = training.choose_threshold(probability, data.success, args.target_fpr)
+    scores = training.score_probabilities(probability, data.success, threshold).as_dict()
+    where = "the held-out episodes" if args.episodes == "held-out" else f"every episode of {args.frames}"
+    notes["threshold_chosen"] = (f"the lowest p cut in [{training.MIN_THRESHOLD}, {training.MAX_THRESHOLD}] with a "
+                                 f"false positive rate <= {args.target_fpr} on {where} (chosen again after training)")
+    if args.episodes == "held-out":
+        notes["held_out_scores"] = scores
+    extra = {k: v for k, v in doc.items() if k not in ("format", "classifier", "digest")}
+    save_classifier(model.cpu(), args.checkpoint, extra | {"threshold": threshold, "training": notes})
+    return {"threshold": threshold, "scores": scores, "episodes": len(np.unique(data.episode))}
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
-        result = train(args) if args.action == "train" else evaluate(args)
+        result = {"train": train, "eval": evaluate, "threshold": rethreshold}[args.action](args)
     except ValueError as err:  # FramesError and WeightsError are ValueErrors: unusable input, said plainly
         print(f"reward-classifier {args.action}: {err}", file=sys.stderr)
         return 1
