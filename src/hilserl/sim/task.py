@@ -31,10 +31,6 @@ call per step for all of them and one render per environment:
 An environment that terminated or was truncated must be reset before the next `step_batch`. Lighting is
 one for the whole scene: in batched mode it is drawn from the first seed of each `reset_batch` call.
 
-Cameras: fixed poses (CAMERA_POSES); the vertical field of view is the task's own unless `camera_fov` says
-otherwise (TASK_CAMERA_FOV: 55 degrees for reach and push, 35 for lift, whose grasp needs the cube seen to
-about a centimetre).
-
 Domain randomisation: cube pose ranges, start-pose noise, lighting (intensity, tint, ambient) and camera
 pose jitter are all `TaskConfig` fields, drawn per episode from the reset seed.
 
@@ -70,10 +66,6 @@ LIMIT_TOLERANCE = 1e-4  # rad, or m for the finger
 # than the model's, so a closed gripper squeezes a cube hard enough (~20 N) to lift it.
 KP = (4500.0, 4500.0, 3500.0, 3500.0, 2000.0, 2000.0, 2000.0, 800.0, 800.0)
 KV = (450.0, 450.0, 350.0, 350.0, 200.0, 200.0, 200.0, 40.0, 40.0)
-# Vertical field of view per task, degrees. Lift's is narrower: its grasp needs the cube placed within about a
-# centimetre between the fingers, and at 55 degrees a 5 cm cube is 4 pixels wide in an 84x84 frame (1 cm a
-# pixel); at 35 it is 7, with the whole workspace, a lifted cube included, still in view.
-TASK_CAMERA_FOV = {"reach": 55.0, "push": 55.0, "lift": 35.0}
 # (position, look-at) per camera, in the robot base frame: front-oblique, left side, right-top.
 CAMERA_POSES: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = (
     ((1.00, 0.00, 0.80), (0.50, 0.00, 0.12)),
@@ -90,7 +82,7 @@ class TaskConfig:
     # Cameras
     image_size: int = 84
     num_cameras: int = 1
-    camera_fov: float | None = None  # vertical field of view, degrees; None: the task's own (TASK_CAMERA_FOV)
+    camera_fov: float = 55.0  # vertical field of view, degrees
     # Timing
     control_dt: float = 0.1  # one `step`
     physics_dt: float = 0.01  # one Genesis step; control_dt / physics_dt physics steps per control step
@@ -133,10 +125,6 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
-        if self.camera_fov is None:
-            object.__setattr__(self, "camera_fov", TASK_CAMERA_FOV[self.task])
-        if not 10.0 <= self.camera_fov <= 120.0:
-            raise ValueError(f"camera_fov must be in [10, 120] degrees, got {self.camera_fov}")
         if self.reward not in ("dense", "sparse"):
             raise ValueError(f"reward must be 'dense' or 'sparse', got {self.reward!r}")
         if not 1 <= self.num_cameras <= len(CAMERA_POSES):
