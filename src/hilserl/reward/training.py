@@ -133,6 +133,12 @@ def choose_threshold(probability: np.ndarray, success: np.ndarray,
     return float(min(max(cut, MIN_THRESHOLD), MAX_THRESHOLD))
 
 
+def threshold_rule(target_false_positive_rate: float, where: str) -> str:
+    """How choose_threshold chose, in words, for the classifier's config.json: `where` names the frames."""
+    return (f"the lowest p cut in [{MIN_THRESHOLD}, {MAX_THRESHOLD}] with a false positive rate <= "
+            f"{target_false_positive_rate} on {where}")
+
+
 def score(model: RewardClassifier, data: FrameSet, threshold: float) -> Scores:
     """Frame-by-frame scores of p(success) > threshold against the labels."""
     return score_probabilities(probabilities(model, data.frames), data.success, threshold)

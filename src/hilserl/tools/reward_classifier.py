@@ -103,8 +103,7 @@ def train(args: argparse.Namespace) -> dict:
     probability = training.probabilities(model, held.frames)
     if len(held_rows):
         threshold = training.choose_threshold(probability, held.success, args.target_fpr)
-        chosen = f"the lowest p cut in [{training.MIN_THRESHOLD}, {training.MAX_THRESHOLD}] with a false " \
-                 f"positive rate <= {args.target_fpr} on the held-out episodes"
+        chosen = training.threshold_rule(args.target_fpr, "the held-out episodes")
     else:
         threshold, chosen = training.NO_HELD_OUT_THRESHOLD, "no held-out episodes to choose one on: the fallback"
     scores = training.score_probabilities(probability, held.success, threshold).as_dict()
@@ -164,8 +163,7 @@ def rethreshold(args: argparse.Namespace) -> dict:
     threshold = training.choose_threshold(probability, data.success, args.target_fpr)
     scores = training.score_probabilities(probability, data.success, threshold).as_dict()
     where = "the held-out episodes" if args.episodes == "held-out" else f"every episode of {args.frames}"
-    notes["threshold_chosen"] = (f"the lowest p cut in [{training.MIN_THRESHOLD}, {training.MAX_THRESHOLD}] with a "
-                                 f"false positive rate <= {args.target_fpr} on {where} (chosen again after training)")
+    notes["threshold_chosen"] = training.threshold_rule(args.target_fpr, where) + " (chosen again after training)"
     if args.episodes == "held-out":
         notes["held_out_scores"] = scores
     extra = {k: v for k, v in doc.items() if k not in ("format", "classifier", "digest")}
