@@ -310,9 +310,22 @@ def test_the_threshold_is_chosen_again_on_the_held_out_episodes_without_training
     assert json.loads(scored.stdout) == json.loads(hilserl(
         "reward-classifier", "eval", "--checkpoint", str(out), "--frames", str(frames), "--threshold",
         str(chosen["threshold"])).stdout)  # eval and the actor take the new one
-    # held-out episodes are those of the training run's folder: another folder's ids would mean other frames
-    other = tmp_path / "other"
-    shutil.copytree(frames, other)
+    # held-out episodes are the training run's frames, known by their digest: the same folder copied
+    # elsewhere (or given by another path) is them; other frames under the same episode ids are not
+    moved = tmp_path / "moved"
+    shutil.copytree(frames, moved)
+    again = json.loads(hilserl("reward-classifier", "threshold", "--checkpoint", str(out), "--frames", str(moved),
+                               "--target-fpr", "0.5").stdout)
+    assert again == chosen
+    after = json.loads((out / "config.json").read_text())
+    data, other = read_frames(frames), tmp_path / "other"
+    writer = FrameWriter(other, source="test")
+    for row in range(len(data)):  # the same episodes, steps and labels; each frame mirrored
+        if row and data.episode[row] != data.episode[row - 1]:
+            writer.end_episode()
+        writer.add(np.ascontiguousarray(data.frames[row][:, :, ::-1]), bool(data.success[row]))
+    writer.close()
+    assert np.array_equal(read_frames(other).episode, data.episode)
     bad = subprocess.run([sys.executable, "-m", "hilserl", "reward-classifier", "threshold", "--checkpoint",
                           str(out), "--frames", str(other)], capture_output=True, text=True, cwd=REPO,
                          env=ros_env(0), timeout=300)

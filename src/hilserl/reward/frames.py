@@ -24,6 +24,7 @@ largest there, and its frames must have the same size and camera count.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,15 @@ class FrameSet:
 
     def select(self, rows: np.ndarray) -> FrameSet:
         return FrameSet(self.frames[rows], self.success[rows], self.episode[rows], self.step[rows])
+
+    def digest(self) -> str:
+        """A digest of these frames, labels, episode ids and steps: the same rows read from any path (or from a
+        folder that has had episodes appended since) give the same one."""
+        h = hashlib.sha256()
+        for array in (self.frames, self.success, self.episode, self.step):
+            h.update(str(array.shape).encode())
+            h.update(np.ascontiguousarray(array).tobytes())
+        return h.hexdigest()[:32]
 
 
 def shard_paths(folder: Path) -> list[Path]:

@@ -59,6 +59,7 @@ from hilserl.policies import PolicyConfig, build_agent, resolve_device
 from hilserl.policies.actor_critic import cloning_loss
 from hilserl.policies.config import GRIPPER_MODES
 from hilserl.policies.device import supports_bf16
+from hilserl.policies.drqv2 import DrQV2Hyper
 from hilserl.policies.inference import GRIPPER_COMMANDS
 from hilserl.policies.augment import random_shift
 
@@ -139,6 +140,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="the encoder's learning rate relative to the critic's while fine-tuning")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--lr", type=float, default=LR, help="cloning learning rate (DrQ-v2 keeps its own)")
+    p.add_argument("--augment-pad", type=int, default=DrQV2Hyper.augment_pad,
+                   help="cloning's random shift in pixels (DrQ-v2's updates keep their own)")
     p.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES)
     p.add_argument("--hidden-dim", type=int, default=HIDDEN_DIM)
     p.add_argument("--feature-dim", type=int, default=PolicyConfig.feature_dim)
@@ -173,6 +176,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--rl-bc-weight and --rl-encoder-lr-scale must be >= 0")
     if args.batch_size < 1 or args.threads < 1:
         p.error("--batch-size and --threads must be >= 1")
+    if args.augment_pad < 0:
+        p.error("--augment-pad must be >= 0")
     try:
         resolve_device(args.device)
     except ValueError as err:
@@ -387,7 +392,7 @@ class Pretrainer:
             pixels, state, labels = (None if t is None else t.to(self.agent.device)
                                      for t in self.buffer.bc_batch(self.args.batch_size, self.rng))
             with torch.autocast(self.agent.device.type, dtype=torch.bfloat16, enabled=bf16):
-                pixels = random_shift(pixels.float(), self.agent.hyper.augment_pad)
+                pixels = random_shift(pixels.float(), self.args.augment_pad)
                 loss = cloning_loss(policy, pixels, state, labels)
             self.bc_opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -108,7 +108,8 @@ def train(args: argparse.Namespace) -> dict:
         threshold, chosen = training.NO_HELD_OUT_THRESHOLD, "no held-out episodes to choose one on: the fallback"
     scores = training.score_probabilities(probability, held.success, threshold).as_dict()
     notes = {"frames": args.frames, "train_frames": len(train_rows), "train_episodes": len(set(data.episode[train_rows])),
-             "held_out_episodes": sorted(int(e) for e in set(held.episode)), "epochs": args.epochs,
+             "held_out_episodes": sorted(int(e) for e in set(held.episode)), "held_out_digest": held.digest(),
+             "epochs": args.epochs,
              "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "init_encoder": args.init_encoder or "",
              "threshold_chosen": chosen, "held_out_scores": scores,
              "held_out_scores_at_0.5": training.score_probabilities(probability, held.success, 0.5).as_dict()}
@@ -153,10 +154,15 @@ def rethreshold(args: argparse.Namespace) -> dict:
         if not notes.get("held_out_episodes") or not recorded:
             raise ValueError(f"{args.checkpoint} records no held-out episodes; choose on frames recorded apart from "
                              "training with --episodes all")
-        if Path(recorded).resolve() != Path(args.frames).resolve():
-            raise ValueError(f"{args.checkpoint} held out episodes of {recorded}, not of {args.frames}: give that "
-                             "folder, or --episodes all for frames recorded apart from training")
-        data = data.select(np.flatnonzero(np.isin(data.episode, notes["held_out_episodes"])))
+        held = data.select(np.flatnonzero(np.isin(data.episode, notes["held_out_episodes"])))
+        # The held-out rows' digest says whether these are the episodes held out, from whatever path; a
+        # checkpoint trained before it was recorded can only be matched by its folder's path.
+        same = held.digest() == notes["held_out_digest"] if "held_out_digest" in notes \
+            else Path(recorded).resolve() == Path(args.frames).resolve()
+        if not same:
+            raise ValueError(f"{args.checkpoint} held out episodes of {recorded}; {args.frames} does not hold them: "
+                             "give that folder, or --episodes all for frames recorded apart from training")
+        data = held
     if data.success.all() or not data.success.any():
         raise ValueError(f"{args.frames}: the frames to choose on need both success and non-success frames")
     probability = training.probabilities(model, data.frames)
