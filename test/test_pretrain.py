@@ -65,6 +65,10 @@ def test_bad_flags_are_refused_with_a_reason(capsys):
         pretrain.parse_args(["--out", "x", "--expert-demos", "0"])
     assert "--expert-demos > 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        pretrain.parse_args(["--out", "x", "--augment-pad", "-1"])
+    assert "--augment-pad must be >= 0" in capsys.readouterr().err
+    assert pretrain.parse_args(["--out", "x"]).augment_pad == 4  # DrQ-v2's shift unless told otherwise
+    with pytest.raises(SystemExit):
         infer_sim.parse_args(["--checkpoint", "x", "--video", "out.avi"])
     assert ".gif or .mp4" in capsys.readouterr().err
 
