@@ -260,6 +260,24 @@ def test_task_picks_the_sim_task_the_checkpoint_and_the_reward_classifier(monkey
         graph.parse_launch_args({"task": "stack"})
 
 
+def test_in_sim_the_cameras_follow_the_checkpoint(monkeypatch, tmp_path):
+    package = tmp_path / "share"
+    shutil.copytree(REPO / "config", package / "config")
+    (package / "checkpoints" / "lift").mkdir(parents=True)
+    (package / "checkpoints" / "lift" / "config.json").write_text(
+        '{"policy": {"policy": "drqv2", "action_space": "ee_delta", "num_cameras": 2}}')
+    monkeypatch.setattr(graph, "package_root", lambda: package)
+
+    def nodes(**given: str) -> dict[str, graph.NodeSpec]:
+        args = graph.parse_launch_args({"task": "lift", "run_dir": str(tmp_path / "run")} | given)
+        return {spec.role: spec for spec in graph.build_graph(args)}
+    sim = nodes()
+    assert sim["sim"].overrides["num_cameras"] == 2
+    assert sim["actor"].overrides["image_topics"] == ["camera/image_raw", "camera_1/image_raw"]
+    real = nodes(sim="false")  # a real arm's camera topics are its params_file's
+    assert "sim" not in real and "image_topics" not in real["actor"].overrides
+
+
 def test_bad_arguments_fail_before_anything_starts(checkpoint, tmp_path):
     cases = {"num_actors:=0": "at least one actor", "sim:=maybe": "not a boolean", "policy:=ppo": "use one of",
              "policy:=sac": "holds a drqv2 policy", "colour:=red": "unknown launch argument"}

@@ -223,6 +223,24 @@ def test_the_actor_side_confirms_and_compares_with_the_sim(tmp_path):
     assert not reward.judge([image], newest, sim_success=None) and reward.values()["reward_classifier/streak"] == 1
 
 
+def test_a_classifier_watches_the_first_of_the_policys_cameras():
+    from hilserl.control.reward import ClassifierReward
+    from hilserl.policies.observation import preprocess_frame
+    from hilserl.reward.classifier import ClassifierConfig, RewardClassifier
+
+    model = RewardClassifier(ClassifierConfig(image_size=24, num_cameras=1)).eval()
+    reward = ClassifierReward(model, threshold=0.8, confirm_steps=2)
+    rng = np.random.default_rng(0)
+    front, side = (rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(2))
+    newest = rng.integers(0, 256, (6, 24, 24), dtype=np.uint8)  # a two-camera policy's newest frames
+    np.testing.assert_array_equal(reward.frames([front, side], newest), newest[:3])
+    # frames of another size: the first camera's image, resized
+    resized = reward.frames([front, side], np.zeros((6, 84, 84), np.uint8))
+    np.testing.assert_array_equal(resized, preprocess_frame(front, 24))
+    reward.judge([front, side], newest, sim_success=None)
+    assert reward.probability == float(model.probability(newest[:3]))
+
+
 # -- trained on Genesis frames through the commands ------------------------------------------------------
 def hilserl(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "hilserl", *args], capture_output=True, text=True, cwd=REPO,

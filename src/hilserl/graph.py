@@ -215,22 +215,30 @@ def build_graph(args: GraphArgs) -> list[NodeSpec]:
     namespaces = [""] if args.num_actors == 1 else [f"actor_{i}" for i in range(args.num_actors)]
     per_arm = [] if args.num_actors == 1 else [(topic, topic.lstrip("/")) for topic in PER_ARM_TOPICS]
 
+    policy = checkpoint_policy(checkpoint / "config.json")
+    # In sim, the sim renders as many cameras as the policy sees and the actor subscribes to each; a real arm's
+    # camera topics come from its params_file.
+    cameras = int(policy.get("num_cameras", 1))
+    sim_cameras = {"image_topics": [f"{names.camera_prefix(i)}/image_raw" for i in range(cameras)]} \
+        if args.sim and cameras > 1 else {}
     if args.sim:  # the sim keeps wall-clock time: it is what publishes /clock
         for i, ns in enumerate(namespaces):
             specs.append(NodeSpec(PACKAGE, "sim", "sim", ns, [str(config_file("sim.yaml")), *extra],
-                                  {"seed": i, "run_dir": run_dir, "task": args.task}, list(per_arm), role="sim"))
+                                  {"seed": i, "run_dir": run_dir, "task": args.task, "num_cameras": cameras},
+                                  list(per_arm), role="sim"))
     specs.append(NodeSpec(PACKAGE, "learner", "learner", "", [str(config_file("learner.yaml")), *extra],
                           {"checkpoint": str(checkpoint), "run_dir": run_dir} | sim_time, role="learner"))
     # The actor acts in the checkpoint's action space and refuses weights for any other (older
     # checkpoints, without the field, are joint_delta).
-    action_space = checkpoint_policy(checkpoint / "config.json").get("action_space", "joint_delta")
+    action_space = policy.get("action_space", "joint_delta")
     actor_files = [str(config_file("actor.yaml"))] + ([str(config_file("sim.yaml"))] if args.sim else [])
     # The task's shipped reward classifier, when the package has one, gives the reward on a real arm.
     classifier = package_root() / task_reward_classifier(args.task)
     reward = {"reward_classifier": str(classifier)} if (classifier / "config.json").is_file() else {}
     for i, ns in enumerate(namespaces):
         specs.append(NodeSpec(PACKAGE, "actor", "actor", ns, actor_files + extra,
-                              {"seed": i, "run_dir": run_dir, "action_space": action_space} | reward | sim_time,
+                              {"seed": i, "run_dir": run_dir, "action_space": action_space} | sim_cameras | reward
+                              | sim_time,
                               list(per_arm), role="actor"))
 
     if args.rviz:

@@ -2,8 +2,9 @@
 
 Each observation of an open episode is scored; when p(success) > threshold for `confirm_steps` consecutive
 steps (hilserl.reward.decision), the actor labels the episode a success with reward 1, as a person's success
-button would (control/rules.py). What the classifier sees is the newest frame of each camera at its own image
-size: the policy's frames when the sizes agree, the cameras' images resized otherwise.
+button would (control/rules.py). What the classifier sees is the newest frame of each of its cameras (the first
+of the actor's) at its own image size: the policy's frames when the sizes agree, the cameras' images resized
+otherwise.
 
 In the sim, whose step reports carry its own success, every scored step is also compared with it: the
 agreement is the share of steps where the classifier's decision equals the sim's success.
@@ -45,10 +46,12 @@ class ClassifierReward:
         return self.classifier.config.num_cameras
 
     def frames(self, images: list[np.ndarray], newest: np.ndarray) -> np.ndarray:
-        size = self.classifier.config.image_size
+        """The classifier's input: the newest frame of each of its cameras, the first `num_cameras` of the
+        actor's (a classifier may watch fewer cameras than the policy does)."""
+        size, cameras = self.classifier.config.image_size, self.num_cameras
         if newest.shape[-1] == size:
-            return newest
-        return np.concatenate([preprocess_frame(image, size) for image in images])
+            return newest[:3 * cameras]
+        return np.concatenate([preprocess_frame(image, size) for image in images[:cameras]])
 
     def judge(self, images: list[np.ndarray], newest: np.ndarray, sim_success: bool | None) -> bool:
         """Score one observation; True when success is confirmed. `sim_success`: the sim's own, if known."""

@@ -136,9 +136,9 @@ class ActorNode(Node):
                                            p["reward_threshold"], p["reward_confirm_steps"])
         except WeightsError as err:
             raise SystemExit(f"actor: reward_classifier {p['reward_classifier']}: {err}") from None
-        if reward.num_cameras != len(self.image_topics):
+        if reward.num_cameras > len(self.image_topics):  # it watches the first of the policy's cameras
             raise SystemExit(f"actor: reward_classifier {p['reward_classifier']} takes {reward.num_cameras} "
-                             f"camera(s); image_topics names {len(self.image_topics)}")
+                             f"camera(s); image_topics names only {len(self.image_topics)}")
         self.get_logger().info(f"reward classifier {p['reward_classifier']} loaded, digest {reward.digest}: success "
                                f"when p > {reward.decision.threshold} for {p['reward_confirm_steps']} step(s)")
         return reward
