@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rosutil import NodeProcess, Probe, ros_env, unique_domain_id, wait_for
+from rosutil import NodeProcess, Probe, checkpoint_cameras, ros_env, unique_domain_id, wait_for
 
 STARTUP = 300.0  # a machine's first Genesis scene build compiles kernels
 ACTOR = {"lockstep": True, "episode_topic": "sim/step", "reset_service": "sim/reset", "max_episode_steps": 0,
@@ -154,13 +154,14 @@ def run_finetune(workdir: Path, checkpoint: str, learner: dict, *, updates: int,
         return run
 
     try:
+        sim_cameras, actor_cameras = checkpoint_cameras(checkpoint)
         sim = NodeProcess("sim", {"lockstep": True, "lockstep_max_hz": sim_hz, "episode_steps": episode_steps,
-                                  "seed": seed, "task": task, "variant": variant}, env, workdir)
+                                  "seed": seed, "task": task, "variant": variant} | sim_cameras, env, workdir)
         procs.append(sim)
         procs.append(NodeProcess("learner", {"checkpoint": checkpoint, "state_dir": str(workdir / "learner"),
                                              "checkpoint_every_updates": 100_000} | learner, env, workdir))
-        procs.append(NodeProcess("actor", ACTOR | {"spill_dir": str(workdir / "spill"), "seed": seed} | (actor or {}),
-                                 env, workdir))
+        procs.append(NodeProcess("actor", ACTOR | actor_cameras | {"spill_dir": str(workdir / "spill"), "seed": seed}
+                                 | (actor or {}), env, workdir))
         if operator is not None:
             procs.append(NodeProcess("operator", {"task": task, "variant": variant} | operator, env, workdir))
 

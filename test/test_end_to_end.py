@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from rosutil import REPO, init_checkpoint, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
+from rosutil import REPO, checkpoint_cameras, init_checkpoint, NodeProcess, Probe, ros_env, unique_domain_id, wait_for
 
 SHIPPED = REPO / "checkpoints" / "reach"  # end-effector actions: the actor's kinematics in the loop
 SHIPPED_JOINT = REPO / "checkpoints" / "reach_joint"  # per-joint actions
@@ -33,15 +33,16 @@ def ros_loop_success(tmp_path, checkpoint: str, task: str = "reach") -> tuple[fl
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     sim_status = probe.subscribe(String, "/sim/status", latched)
     learner_status = probe.subscribe(String, "/learner/status", latched)
+    sim_cameras, actor_cameras = checkpoint_cameras(checkpoint)
     procs = []
     try:
-        procs.append(NodeProcess("sim", {"lockstep": True, "seed": SEED, "max_episodes": EPISODES, "task": task},
-                                 env, tmp_path))
+        procs.append(NodeProcess("sim", {"lockstep": True, "seed": SEED, "max_episodes": EPISODES, "task": task}
+                                 | sim_cameras, env, tmp_path))
         procs.append(NodeProcess("learner", {"checkpoint": checkpoint}, env, tmp_path))
         wait_for(lambda: learner_status, STARTUP, "learner weights v1", procs)
         # The actor joins after the learner has published: it gets the weights from the latched topic.
-        procs.append(NodeProcess("actor", {"lockstep": True, "deterministic": True, "reset_service": "sim/reset"},
-                                 env, tmp_path))
+        procs.append(NodeProcess("actor", {"lockstep": True, "deterministic": True, "reset_service": "sim/reset"}
+                                 | actor_cameras, env, tmp_path))
         last = wait_for(lambda: sim_status and (s := json.loads(sim_status[-1][1].data))["episodes_done"] >= EPISODES
                         and s, STARTUP + 60 * EPISODES, f"{EPISODES} episodes through the ROS loop", procs)
         return last["success_rate"], procs[0].log().count("command refused")
