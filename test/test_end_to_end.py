@@ -61,7 +61,7 @@ def direct_success(checkpoint: str, task: str = "reach") -> float:
 
 
 # The floor each checkpoint must clear on its own (infer --sim) before the ROS loop is compared with it: reach
-# succeeds nearly always; lift about 70% of deterministic episodes (checkpoints/lift/README.md).
+# succeeds nearly always; lift about 90% of sampled episodes (checkpoints/lift/README.md).
 @pytest.mark.parametrize("shipped, task, floor", [(SHIPPED_JOINT, "reach", 0.75), (SHIPPED, "reach", 0.75),
                                                   (SHIPPED_LIFT, "lift", 0.5)], ids=["joint_delta", "ee_delta", "lift"])
 def test_shipped_checkpoint_succeeds_through_ros_like_direct_run(tmp_path, shipped, task, floor):

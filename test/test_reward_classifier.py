@@ -103,7 +103,8 @@ def test_the_shipped_lift_classifier_loads_strictly_and_fits_the_lift_policys_ca
 
     model, doc = load_classifier(REPO / "checkpoints" / "lift_reward")
     policy = read_config_file(REPO / "checkpoints" / "lift")[0]
-    assert (model.config.num_cameras, model.config.image_size) == (policy.num_cameras, policy.image_size)
+    # it watches the first of the policy's cameras (the front one), at the policy's image size
+    assert model.config.num_cameras <= policy.num_cameras and model.config.image_size == policy.image_size
     assert model.digest() == doc["digest"] and 0.5 <= stored_threshold(doc) < 1.0
     assert doc["training"]["held_out_scores"]["false_positive_rate"] <= 0.005  # where the threshold was chosen
 
@@ -167,6 +168,25 @@ def test_a_policy_encoder_folded_to_one_frame_sees_what_the_policy_sees_on_a_sti
         folded = classifier.encoder(stacked[:, :3])
     torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-4)
     assert expected.abs().sum() > 0
+
+
+def test_a_two_camera_policy_encoder_folds_to_a_classifier_of_its_first_camera(tmp_path):
+    from hilserl.policies import PolicyConfig, build_agent
+    from hilserl.reward.classifier import FIRST_CONV, ClassifierConfig, RewardClassifier, fold_policy_encoder
+    from hilserl.weights.checkpoint import save_checkpoint
+    from hilserl.weights.codec import WeightsError
+
+    config = PolicyConfig(policy="drqv2", image_size=32, num_cameras=2, hidden_dim=32)
+    agent = build_agent(config)
+    save_checkpoint(agent, config, tmp_path / "policy")
+    first = agent.inference.encoder.state_dict()[FIRST_CONV]  # [ch, frames x (front rgb, side rgb), 3, 3]
+    folded = fold_policy_encoder(tmp_path / "policy", ClassifierConfig(image_size=32, num_cameras=1))
+    # frame k's front-camera channels are 6k..6k+2: the classifier sums them over the stack
+    expected = sum(first[:, 6 * k:6 * k + 3] for k in range(config.frame_stack))
+    torch.testing.assert_close(folded[FIRST_CONV], expected)
+    RewardClassifier(ClassifierConfig(image_size=32, num_cameras=1)).encoder.load_state_dict(folded, strict=True)
+    with pytest.raises(WeightsError, match="needs at least 3"):
+        fold_policy_encoder(tmp_path / "policy", ClassifierConfig(image_size=32, num_cameras=3))
 
 
 def test_classifier_checkpoints_load_strictly(tmp_path):

@@ -95,16 +95,17 @@ class RewardClassifier(nn.Module):
 
 def fold_policy_encoder(checkpoint: str | Path, config: ClassifierConfig) -> dict[str, torch.Tensor]:
     """A policy checkpoint's encoder state as this classifier's encoder state (one frame per camera): the first
-    conv summed over the stacked frames. Raises WeightsError when the cameras or the encoder's width differ."""
+    conv summed over the stacked frames, on the classifier's cameras (the first of the policy's, as the actor
+    hands them over). Raises WeightsError when the policy has fewer cameras or another encoder width."""
     policy, tensors, _ = load_checkpoint(checkpoint)
-    if policy.num_cameras != config.num_cameras or policy.encoder_channels != config.encoder_channels:
+    if policy.num_cameras < config.num_cameras or policy.encoder_channels != config.encoder_channels:
         raise WeightsError(f"policy checkpoint {checkpoint} has {policy.num_cameras} camera(s) and "
-                           f"{policy.encoder_channels} encoder channels; the classifier {config.num_cameras} and "
-                           f"{config.encoder_channels}")
+                           f"{policy.encoder_channels} encoder channels; the classifier needs at least "
+                           f"{config.num_cameras} and exactly {config.encoder_channels}")
     encoder = {k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")}
     first = encoder[FIRST_CONV]  # [ch, 3 * frame_stack * cams, 3, 3], oldest frame first
-    encoder[FIRST_CONV] = first.view(first.shape[0], policy.frame_stack, 3 * policy.num_cameras,
-                                     *first.shape[2:]).sum(1)
+    per_frame = first.view(first.shape[0], policy.frame_stack, 3 * policy.num_cameras, *first.shape[2:])
+    encoder[FIRST_CONV] = per_frame[:, :, :3 * config.num_cameras].sum(1).contiguous()
     return encoder
 
 
