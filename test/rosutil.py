@@ -106,10 +106,11 @@ class NodeProcess:
 def checkpoint_cameras(checkpoint: str | Path) -> tuple[dict, dict]:
     """(sim, actor) parameters for the checkpoint's cameras: the sim renders as many as the policy sees and the
     actor subscribes to each, as bringup sets them in sim."""
-    from hilserl.names import camera_prefix
+    from hilserl.graph import checkpoint_policy
+    from hilserl.names import camera_image_topics
 
-    cameras = json.loads((Path(checkpoint) / "config.json").read_text())["policy"].get("num_cameras", 1)
-    return {"num_cameras": cameras}, {"image_topics": [f"{camera_prefix(i)}/image_raw" for i in range(cameras)]}
+    cameras = int(checkpoint_policy(Path(checkpoint) / "config.json").get("num_cameras", 1))
+    return {"num_cameras": cameras}, {"image_topics": camera_image_topics(cameras)}
 
 
 def format_param(value: object) -> str:

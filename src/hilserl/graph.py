@@ -219,8 +219,7 @@ def build_graph(args: GraphArgs) -> list[NodeSpec]:
     # In sim, the sim renders as many cameras as the policy sees and the actor subscribes to each; a real arm's
     # camera topics come from its params_file.
     cameras = int(policy.get("num_cameras", 1))
-    sim_cameras = {"image_topics": [f"{names.camera_prefix(i)}/image_raw" for i in range(cameras)]} \
-        if args.sim and cameras > 1 else {}
+    actor_cameras = {"image_topics": names.camera_image_topics(cameras)} if args.sim and cameras > 1 else {}
     if args.sim:  # the sim keeps wall-clock time: it is what publishes /clock
         for i, ns in enumerate(namespaces):
             specs.append(NodeSpec(PACKAGE, "sim", "sim", ns, [str(config_file("sim.yaml")), *extra],
@@ -237,7 +236,7 @@ def build_graph(args: GraphArgs) -> list[NodeSpec]:
     reward = {"reward_classifier": str(classifier)} if (classifier / "config.json").is_file() else {}
     for i, ns in enumerate(namespaces):
         specs.append(NodeSpec(PACKAGE, "actor", "actor", ns, actor_files + extra,
-                              {"seed": i, "run_dir": run_dir, "action_space": action_space} | sim_cameras | reward
+                              {"seed": i, "run_dir": run_dir, "action_space": action_space} | actor_cameras | reward
                               | sim_time,
                               list(per_arm), role="actor"))
 

@@ -40,6 +40,11 @@ def camera_prefix(index: int) -> str:
     return "camera" if index == 0 else f"camera_{index}"
 
 
+def camera_image_topics(cameras: int) -> list[str]:
+    """The image topics of the first `cameras` cameras, as the sim publishes them: `camera/image_raw`, ..."""
+    return [f"{camera_prefix(i)}/image_raw" for i in range(cameras)]
+
+
 # -- the arm and the policies ----------------------------------------------------------------------
 # The Franka Panda as commanded through ros2_control: 7 arm joints and one gripper command.
 PANDA_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8)) + ("panda_finger_joint1",)

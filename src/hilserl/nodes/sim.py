@@ -46,7 +46,7 @@ from visualization_msgs.msg import MarkerArray
 from hilserl import names
 from hilserl.control.steps import StepReport
 from hilserl.health import OK, WARN, Report
-from hilserl.names import camera_prefix
+from hilserl.names import camera_image_topics, camera_prefix
 from hilserl.nodes.diagnostics import Diagnostics, StatusTopic
 from hilserl.nodes.image_conv import rgb_to_image_msg
 from hilserl.nodes.markers import EndEffectorTrail, task_markers
@@ -78,8 +78,8 @@ class SimNode(Node):
         self.control_dt = self.task.config.control_dt
         self.joint_pub = self.create_publisher(JointState, names.JOINT_STATES_TOPIC, STREAM)
         self.image_pubs, self.info_pubs = [], []
-        for i in range(self.task.config.num_cameras):
-            self.image_pubs.append(self.create_publisher(Image, f"{camera_prefix(i)}/image_raw", STREAM))
+        for i, topic in enumerate(camera_image_topics(self.task.config.num_cameras)):
+            self.image_pubs.append(self.create_publisher(Image, topic, STREAM))
             self.info_pubs.append(self.create_publisher(CameraInfo, f"{camera_prefix(i)}/camera_info", STREAM))
         self.step_pub = self.create_publisher(String, names.STEP_TOPIC, STEP_REPORTS)
         self.episodes_pub = self.create_publisher(String, names.SIM_EPISODES_TOPIC, EPISODE_LOG)

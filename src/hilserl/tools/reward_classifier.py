@@ -11,9 +11,9 @@
         {"accuracy": ..., "false_positive_rate": ..., "false_negative_rate": ..., "frames": N}
   threshold --checkpoint DIR --frames DIR [--target-fpr F] [--episodes held-out|all]
         chooses the operating threshold again, as train does, without training again: on the episodes the
-        training run held out (DIR must be its frames folder), or on every episode of DIR with --episodes all
-        (frames recorded apart from training, e.g. on the real arm); writes it into the checkpoint's config.json
-        and prints {"threshold": ..., "scores": {...}, "episodes": N}. Never choose it on the frames you check
+        training run held out (DIR must hold them: train records their digest), or on every episode of DIR with
+        --episodes all (frames recorded apart from training, e.g. on the real arm); writes it into the
+        checkpoint's config.json and prints {"threshold": ..., "scores": {...}, "episodes": N}. Never choose it on the frames you check
         the classifier with: the check would then be no check.
 """
 
@@ -59,7 +59,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     r.add_argument("--target-fpr", type=float, default=training.TARGET_FALSE_POSITIVE_RATE,
                    help="the threshold chosen is the lowest whose false positive rate on those frames is at most this")
     r.add_argument("--episodes", choices=("held-out", "all"), default="held-out",
-                   help="held-out: the episodes the training run held out (--frames is its folder); all: every one")
+                   help="held-out: the episodes the training run held out (--frames must hold them); all: every one")
     r.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     if args.action == "train" and (args.epochs < 1 or args.batch_size < 1 or not 0.0 <= args.held_out < 1.0
