@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from hilserl.policies import PolicyConfig, build_agent
 import drqv2_reference as reference
 from hilserl.policies.actor_critic import clamp_straight_through
-from hilserl.policies.augment import random_shift, sample_shifts, shift_images
+from hilserl.policies.augment import (colour_jitter, random_shift, sample_colour_transforms, sample_shifts,
+                                     shift_images, transform_colours)
 from hilserl.policies.batch import Batch
 from hilserl.policies.drqv2 import DrQV2Agent, DrQV2Hyper
 from hilserl.policies.sac import SACAgent, SACHyper
@@ -87,6 +88,37 @@ def test_integer_shift_equals_drq_grid_sample_shift():
     shifts = sample_shifts(8, 4)
     assert len(set(map(tuple, shifts.tolist()))) > 1  # the batch really is shifted differently per image
     assert torch.allclose(got, ref, atol=1e-3), (got - ref).abs().max()
+
+
+def test_colour_jitter_maps_every_frame_of_a_sample_through_one_colour_transform():
+    torch.manual_seed(0)
+    frame = torch.randint(0, 256, (4, 3, 12, 12), dtype=torch.uint8)
+    pixels = frame.repeat(1, 3, 1, 1)  # three identical RGB frames per sample (stacked frames, cameras)
+    got = colour_jitter(pixels, 0.3, torch.Generator().manual_seed(1))
+    assert got.dtype == torch.float32 and got.shape == pixels.shape
+    assert got.min() >= 0 and got.max() <= 255
+    # one transform per sample: its frames stay identical; samples differ from each other and from the input
+    assert torch.equal(got[:, :3], got[:, 3:6]) and torch.equal(got[:, :3], got[:, 6:])
+    assert not torch.allclose(got[0, :3], got[1, :3] * frame[0].float().mean() / frame[1].float().mean())
+    assert (got - pixels.float()).abs().mean() > 5.0
+    # the transform written out for one pixel: matrix, then contrast about the sample's mean grey
+    matrices, contrasts = sample_colour_transforms(4, 0.3, torch.Generator().manual_seed(1))
+    x = pixels.float().view(4, 3, 3, -1)
+    mapped = torch.einsum("nij,nkjp->nkip", matrices, x)
+    mean = mapped.mean(dim=(1, 2, 3))
+    i, r, c = 2, 5, 7
+    rgb = matrices[i] @ frame[i, :, r, c].float()
+    want = (mean[i] + contrasts[i] * (rgb - mean[i])).clamp(0, 255)
+    assert torch.allclose(got[i, :3, r, c], want, atol=1e-3)
+    assert torch.allclose(transform_colours(pixels, matrices, contrasts), got)
+    # strength 0 changes nothing; red turns orange within reach of 0.3 (green may gain up to 0.3 x red)
+    assert torch.equal(colour_jitter(pixels, 0.0), pixels.float())
+    m, _ = sample_colour_transforms(2000, 0.3, torch.Generator().manual_seed(2))
+    assert (m[:, 1, 0] / m[:, 0, 0]).max() > 0.25 and (m[:, 0, 0]).min() < 0.65 and (m[:, 0, 0]).max() > 1.4
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        colour_jitter(pixels, 1.0)
+    with pytest.raises(ValueError, match="multiple of 3"):
+        colour_jitter(pixels[:, :4], 0.3)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

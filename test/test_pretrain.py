@@ -69,6 +69,10 @@ def test_bad_flags_are_refused_with_a_reason(capsys):
     assert "--augment-pad must be >= 0" in capsys.readouterr().err
     assert pretrain.parse_args(["--out", "x"]).augment_pad == 4  # DrQ-v2's shift unless told otherwise
     with pytest.raises(SystemExit):
+        pretrain.parse_args(["--out", "x", "--colour-jitter", "1.5"])
+    assert "--colour-jitter must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert pretrain.parse_args(["--out", "x"]).colour_jitter == 0.0  # off unless asked for
+    with pytest.raises(SystemExit):
         infer_sim.parse_args(["--checkpoint", "x", "--video", "out.avi"])
     assert ".gif or .mp4" in capsys.readouterr().err
 
@@ -91,7 +95,8 @@ def task():
 @pytest.fixture(scope="module")
 def tiny_run(task, tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
-    args = pretrain.parse_args(["--out", str(root / "ckpt"), "--run-dir", str(root / "run"), *TINY])
+    args = pretrain.parse_args(["--out", str(root / "ckpt"), "--run-dir", str(root / "run"), *TINY,
+                                "--colour-jitter", "0.3"])  # cloning with both augmentations
     trainer = pretrain.Pretrainer(args, task=task)
     out = trainer.run()
     trainer.metrics.close()

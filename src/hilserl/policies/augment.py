@@ -1,8 +1,14 @@
-"""DrQ random-shift augmentation: pad by replication, then crop back at a random integer offset.
+"""Image augmentation for training on pixels.
+
+DrQ random-shift augmentation: pad by replication, then crop back at a random integer offset.
 
 DrQ-v2 writes this as a bilinear `grid_sample` whose sampling points fall exactly on pixel centres, so
 every shift is a whole number of pixels. Reading the shifted pixels directly gives the same images without
 interpolation, works on uint8 (4x less memory traffic than float) and costs milliseconds per batch.
+
+Colour jitter: every RGB frame of one sample (all its stacked frames and cameras, which one cell's light
+lit) through the same random colour transform, so a policy does not tie itself to one light and one set of
+paint colours.
 """
 
 from __future__ import annotations
@@ -41,3 +47,44 @@ def random_shift(pixels: torch.Tensor, pad: int = 4, generator: torch.Generator 
     if h != w:
         raise ValueError(f"random_shift expects square images, got {h}x{w}")
     return shift_images(pixels, sample_shifts(n, pad, generator, pixels.device), pad)
+
+
+def sample_colour_transforms(n: int, strength: float, generator: torch.Generator | None = None,
+                             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, 3, 3] colour matrices and [n] contrasts for `colour_jitter`; strength 0 is the identity.
+
+    Each matrix is brightness x (a gain per channel on the diagonal, mixing between channels off it):
+    brightness and contrast in [1 - s, 1 + s], gains in [1 - s/2, 1 + s/2], mixing in [-s, s]. At s = 0.3 a
+    red cube can come out orange (green gains a quarter of red) and a light a third dimmer."""
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"colour jitter strength must be in [0, 1), got {strength}")
+
+    def uniform(*shape, low, high):
+        return low + (high - low) * torch.rand(*shape, generator=generator, device=device)
+    s = strength
+    eye = torch.eye(3, device=device)
+    mixing = uniform(n, 3, 3, low=-s, high=s) * (1 - eye)
+    gains = torch.diag_embed(uniform(n, 3, low=1 - s / 2, high=1 + s / 2))
+    brightness = uniform(n, 1, 1, low=1 - s, high=1 + s)
+    return brightness * (gains + mixing), uniform(n, low=1 - s, high=1 + s)
+
+
+def transform_colours(pixels: torch.Tensor, matrices: torch.Tensor, contrasts: torch.Tensor) -> torch.Tensor:
+    """pixels [n, 3k, h, w] in 0..255 (k RGB frames per sample) -> float, each sample's frames mapped by its
+    matrix, their contrast scaled about the sample's mean grey, clamped to 0..255."""
+    n, c, h, w = pixels.shape
+    if c % 3:
+        raise ValueError(f"colour jitter needs RGB frames: {c} channels is not a multiple of 3")
+    rgb = pixels.float().reshape(n, c // 3, 3, h * w)
+    rgb = torch.einsum("nij,nkjp->nkip", matrices.to(rgb.dtype), rgb)
+    mean = rgb.mean(dim=(1, 2, 3), keepdim=True)
+    rgb = mean + contrasts.to(rgb.dtype).view(n, 1, 1, 1) * (rgb - mean)
+    return rgb.clamp_(0.0, 255.0).reshape(n, c, h, w)
+
+
+def colour_jitter(pixels: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random colour transform per sample (see sample_colour_transforms); float out, 0..255."""
+    if strength == 0.0:
+        return pixels.float()
+    matrices, contrasts = sample_colour_transforms(pixels.shape[0], strength, generator, pixels.device)
+    return transform_colours(pixels, matrices, contrasts)

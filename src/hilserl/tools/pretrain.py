@@ -61,7 +61,7 @@ from hilserl.policies.config import GRIPPER_MODES
 from hilserl.policies.device import supports_bf16
 from hilserl.policies.drqv2 import DrQV2Hyper
 from hilserl.policies.inference import GRIPPER_COMMANDS
-from hilserl.policies.augment import random_shift
+from hilserl.policies.augment import colour_jitter, random_shift
 
 # Defaults, as the shipped reach checkpoint was trained (see checkpoints/reach/README.md).
 TASK = "reach"
@@ -142,6 +142,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=LR, help="cloning learning rate (DrQ-v2 keeps its own)")
     p.add_argument("--augment-pad", type=int, default=DrQV2Hyper.augment_pad,
                    help="cloning's random shift in pixels (DrQ-v2's updates keep their own)")
+    p.add_argument("--colour-jitter", type=float, default=0.0,
+                   help="cloning's colour augmentation, 0 (off) to <1: every frame of a sample through one random "
+                        "brightness, contrast, channel gain and mixing (policies/augment.py)")
     p.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES)
     p.add_argument("--hidden-dim", type=int, default=HIDDEN_DIM)
     p.add_argument("--feature-dim", type=int, default=PolicyConfig.feature_dim)
@@ -178,6 +181,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--batch-size and --threads must be >= 1")
     if args.augment_pad < 0:
         p.error("--augment-pad must be >= 0")
+    if not 0.0 <= args.colour_jitter < 1.0:
+        p.error(f"--colour-jitter must be in [0, 1), got {args.colour_jitter}")
     try:
         resolve_device(args.device)
     except ValueError as err:
@@ -392,7 +397,7 @@ class Pretrainer:
             pixels, state, labels = (None if t is None else t.to(self.agent.device)
                                      for t in self.buffer.bc_batch(self.args.batch_size, self.rng))
             with torch.autocast(self.agent.device.type, dtype=torch.bfloat16, enabled=bf16):
-                pixels = random_shift(pixels.float(), self.args.augment_pad)
+                pixels = random_shift(colour_jitter(pixels, self.args.colour_jitter), self.args.augment_pad)
                 loss = cloning_loss(policy, pixels, state, labels)
             self.bc_opt.zero_grad(set_to_none=True)
             loss.backward()
