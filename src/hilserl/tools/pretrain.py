@@ -5,7 +5,7 @@ scripted expert:
   1. demos    the expert runs `--expert-demos` episodes; executed actions get Gaussian noise (DART) so the
               data covers states around the expert's path, while the labels stay the expert's clean actions
   2. bc       behaviour cloning: encoder + actor head trained end to end on the labels, with DrQ's random
-              shift augmentation
+              shift augmentation (`--augment-pad`) and, with `--colour-jitter`, a random colour transform
   3. dagger   `--dagger-rounds` times: the policy drives (the expert takes a step with probability
               beta^round), the expert labels every visited state, the policy is retrained on everything
   4. critic   `--critic-rollouts` episodes of the policy acting as the actor does (half of them with extra
