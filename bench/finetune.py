@@ -57,7 +57,10 @@ EPISODE_STEPS = {"reach": 40}
 # drops it (a policy that has not learnt the cell yet opens or pulls away): the person holds on until the
 # episode ends. Measured: with 20-step takeovers the operator drove 6-80% of the steps in 32 episodes and not
 # one was lifted, even with its help; driving to the end, 3 of 4.
-TASK_OPERATOR = {"lift": {"takeover_steps": 50}}
+# Its safe box's floor is lowered to 5 mm: a policy grasping the cube low (the gripper centre 1-2 cm above the
+# table, which the workspace box allows down to 1 cm) is not in danger, and at the default 2 cm the operator took
+# over in the middle of such grasps (measured: 40% of its takeovers on the shifted cell, at steps 25-30).
+TASK_OPERATOR = {"lift": {"takeover_steps": 50, "safe_lower": [0.30, -0.30, 0.005]}}
 SEED = 9_000_000  # the seeds README's shifted-cell table evaluates on
 WINDOW = 20  # consecutive episodes that must reach TARGET
 TARGET = 0.9

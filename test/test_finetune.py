@@ -4,6 +4,7 @@ checkpoint fine-tuned through the whole ROS loop with and without them (success 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import yaml
 
 from hilserl.control.episode import Transition
 from hilserl.policies import PolicyConfig, build_agent
-from hilserl.policies.actor_critic import bc_scale
+from hilserl.policies.actor_critic import bc_scale, encoder_cloning_loss
 from hilserl.policies.batch import Batch, concat_batches
 from hilserl.training.guard import EpisodeVersions, PublishGuard
 
@@ -60,14 +61,23 @@ def test_episodes_are_credited_to_the_version_that_acted_most_of_them():
     guard = PublishGuard()
     versions = EpisodeVersions(guard)
 
-    def t(episode, step, version, end=False, success=False):
+    def t(episode, step, version, end=False, success=False, person=False):
         return Transition(episode=episode, step=step, frames=None, state=None, action=None, reward=0.0,
-                          terminated=end and success, truncated=end and not success, intervention=False,
+                          terminated=end and success, truncated=end and not success, intervention=person,
                           success=success, weights_version=version)
     assert versions.add("a", [t(0, 0, 1), t(0, 1, 2), t(0, 2, 2, end=True, success=True)]) == 1
     assert versions.add("b", [t(0, 0, 1), t(0, 1, 1, end=True)]) == 1  # another stream's episode 0
     assert (guard.records[2].successes, guard.records[2].episodes) == (1, 1)
     assert (guard.records[1].successes, guard.records[1].episodes) == (0, 1)
+    # A person's steps choose no version: version 2 chose 2 of the policy's 3 steps, the person drove 2 more.
+    assert versions.add("a", [t(1, 0, 3), t(1, 1, 2), t(1, 2, 2), t(1, 3, 3, person=True),
+                              t(1, 4, 3, person=True, end=True, success=True)]) == 1
+    assert (guard.records[2].successes, guard.records[2].episodes) == (2, 2) and 3 not in guard.records
+    # A demonstration (driven from its first step) and a rescue the person drove most of: nobody's credit.
+    demo = [t(2, s, 3, person=True) for s in range(4)] + [t(2, 4, 3, person=True, end=True, success=True)]
+    rescue = [t(3, 0, 3), t(3, 1, 3, person=True), t(3, 2, 3, person=True, end=True, success=True)]
+    assert versions.add("a", demo + rescue) == 0
+    assert 3 not in guard.records and not versions.counts and not versions.steps
 
 
 def small_batch(n: int, demo: list[bool] | None) -> Batch:
@@ -110,6 +120,49 @@ def test_critic_only_updates_hold_the_actor_and_bc_pulls_it_to_the_demonstration
         errors[weight] = bc_error(trained)
     assert metrics["bc_loss"] > 0
     assert errors[1e4] < 0.8 * min(errors[0.0], bc_error(start)), (bc_error(start), errors)
+
+
+@pytest.mark.parametrize("policy", ["drqv2", "sac"])
+def test_encoder_bc_teaches_the_encoder_the_demonstrated_actions_and_leaves_the_heads_alone(policy):
+    # The actor held (critic-only updates): with encoder_bc_weight the demonstrated actions get closer through
+    # the encoder alone; without it they do not. The actor head never changes.
+    torch.manual_seed(0)
+    config = PolicyConfig(policy=policy, image_size=32, state_dim=8, hidden_dim=32, action_space="ee_delta",
+                          action_dim=4, gripper="discrete")
+    start = build_agent(config)
+    batch = concat_batches(small_batch(6, None), small_batch(4, [True, True, False, True]))
+    batch = dataclasses.replace(batch, action=batch.action[:, :4])
+    rows = batch.demo
+
+    def bc_error(trained):
+        with torch.no_grad():
+            features = trained.inference.encoder(batch.pixels[rows].float())
+            mu, _ = trained.inference.actor(features, trained.inference.state_norm(batch.state[rows]))
+        return (torch.tanh(mu) - batch.action[rows, :3]).pow(2).mean().item()
+    errors = {}
+    for weight in (0.0, 100.0):
+        trained = copy.deepcopy(start)
+        torch.manual_seed(1)
+        for step in range(40):
+            metrics = trained.update(batch, step, update_actor=False, encoder_bc_weight=weight)
+        assert ("encoder_bc_loss" in metrics) == (weight > 0)
+        before, after = start.inference.actor.state_dict(), trained.inference.actor.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        errors[weight] = bc_error(trained)
+    assert errors[100.0] < 0.8 * min(errors[0.0], bc_error(start)), (bc_error(start), errors)
+
+    # The term's gradient reaches the encoder, never a head (the grasp critic learns by its own update).
+    agent = copy.deepcopy(start)
+    features = agent.inference.encoder(batch.pixels.float())
+    loss = encoder_cloning_loss(agent.inference, features, agent.inference.state_norm(batch.state), batch,
+                                agent.speed)
+    loss.backward()
+    assert loss.item() > 0
+    assert all(p.grad is not None for p in agent.inference.encoder.parameters())
+    assert all(p.grad is None for head in (agent.inference.actor, agent.inference.grasp_critic)
+               for p in head.parameters())
+    no_demos = dataclasses.replace(batch, demo=None)
+    assert encoder_cloning_loss(agent.inference, features, None, no_demos, agent.speed).item() == 0.0
 
 
 def test_bc_is_weighted_by_the_scale_of_the_critics_values():

@@ -31,7 +31,7 @@ def test_schedule_owes_updates_by_the_utd_ratio_and_publishes_and_saves_on_sched
     calls = []
 
     class Agent:
-        def update(self, batch, step, update_actor=True, bc_weight=0.0):
+        def update(self, batch, step, update_actor=True, bc_weight=0.0, encoder_bc_weight=0.0):
             return {"loss": float(step)}
     loop = TrainingLoop(Agent(), lambda n: n, TrainSchedule(batch_size=2, utd_ratio=0.5, warmup_transitions=4,
                                                             publish_every_updates=2, checkpoint_every_updates=3),

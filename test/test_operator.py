@@ -1,5 +1,6 @@
 """The simulated operator's decisions (plain Python, no ROS, no Genesis): stall -> take over -> let go after
-takeover_steps; leaving the safe box -> take over; the per-episode cap; the expert's command as a twist."""
+takeover_steps; leaving the safe box -> take over; the per-episode cap; demonstration episodes driven whole; the
+expert's command as a twist."""
 
 from __future__ import annotations
 
@@ -69,6 +70,22 @@ def test_a_new_episode_mid_intervention_lets_go():
     op = operator(takeover_steps=10, safe_upper=(0.75, 0.3, 0.5))
     assert op.step(view(0, [0.5, 0.0, 0.6])).kind == TAKE_OVER
     assert op.step(view(0, [0.48, 0.0, 0.41], episode=1)).kind == LET_GO
+
+
+def test_demo_episodes_are_driven_whole_then_it_only_corrects():
+    op = operator(demo_episodes=2, stall_steps=50, takeover_steps=3)
+    tcp = [0.5, 0.0, 0.3]  # no progress at all: a watching operator would wait out stall_steps
+    first = [op.step(view(s, tcp, episode=4)) for s in range(30)]
+    assert first[0].kind == TAKE_OVER and first[0].reason == "demonstration 1 of 2"
+    assert [d.kind for d in first[1:]] == [DRIVE] * 29 and np.abs(first[5].twist).max() > 0.5
+    second = [op.step(view(s, tcp, episode=5)).kind for s in range(30)]
+    assert second == [TAKE_OVER] + [DRIVE] * 29
+    assert op.interventions == 0  # demonstrations leave the per-episode cap of corrections alone
+    # The third episode: the policy acts; the demonstration is let go of, then it only watches.
+    assert [op.step(view(s, tcp, episode=6)).kind for s in range(3)] == [LET_GO, WATCH, WATCH]
+    assert op.interventions_total == 2
+    with pytest.raises(ValueError, match="demo_episodes"):
+        OperatorSettings(demo_episodes=-1)
 
 
 def test_twist_scale_and_the_gripper_button_of_a_grasp():

@@ -269,6 +269,9 @@ LEARNER_PARAMS = (
           "int", low=0),
     Param("bc_weight", 0.0, "Weight of behaviour cloning on demonstration/intervention rows in the actor loss, "
           "relative to the batch's mean |Q|.", "float", low=0.0),
+    Param("encoder_bc_weight", 0.0, "Weight of behaviour cloning on demonstration/intervention rows added to the "
+          "critic loss, so it also trains the encoder (0 = the encoder learns from the critic alone).", "float",
+          low=0.0),
     Param("encoder_lr_scale", 1.0, "The encoder's learning rate relative to the critic's (0 freezes it).", "float",
           low=0.0),
     Param("guard", True, "Republish the best weights version when a newer one is clearly worse.", "bool"),
@@ -404,6 +407,8 @@ OPERATOR_PARAMS = (
           low=1),
     Param("max_interventions_per_episode", _OPERATOR.max_interventions_per_episode, "Interventions at most per "
           "episode (0 = only watches).", "int", low=0),
+    Param("demo_episodes", _OPERATOR.demo_episodes, "Episodes it drives whole, from the first step to the end, "
+          "before it only watches and corrects (demonstrations on this cell).", "int", low=0),
     Param("twist_scale", _OPERATOR.twist_scale, "Twist published per unit of the expert's action: 1 / the actor's "
           "teleop_scale.", "float", low=0.0, above=True),
     Param("safe_lower", list(_OPERATOR.safe_lower), "Safe box, lower x, y, z of the gripper centre (m, base "

@@ -17,6 +17,7 @@ A discrete gripper (config `gripper: discrete`), as hil-serl's hybrid SAC agents
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -28,7 +29,7 @@ from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig
 from hilserl.policies.inference import (STAY, GraspCritic, InferencePolicy, gripper_command_index, init_weights,
                                         mlp)
-from hilserl.policies.speed import SpeedSettings, encode
+from hilserl.policies.speed import SpeedSettings, encode, read_only
 
 
 def twin_q(q1: nn.Sequential, q2: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,6 +108,28 @@ def behaviour_cloning_loss(policy: InferencePolicy, features: torch.Tensor, stat
     with speed.autocast(features.device):
         mu, _ = policy.actor(features[rows], None if state is None else state[rows])
     return F.mse_loss(torch.tanh(mu.float()), batch.action[rows, :policy.config.arm_action_dim])
+
+
+def encoder_cloning_loss(policy: InferencePolicy, features: torch.Tensor, state: torch.Tensor | None,
+                         batch: Batch, speed: SpeedSettings) -> torch.Tensor:
+    """BC on the batch's demonstration rows through *un*detached features, the heads read only: its gradient
+    reaches the encoder alone. The arm's BC term of `behaviour_cloning_loss`, plus, for a discrete gripper, the
+    grasp critic's cross-entropy on the demonstrated command, as pretraining's `cloning_loss` trains the encoder.
+    Zero without such rows. It lets a person's corrections teach the encoder to see a cell it was not trained
+    in (a new camera mounting, light or paint), which the TD loss alone learns slowly."""
+    rows = batch.demo
+    if rows is None or not bool(rows.any()):
+        return features.new_zeros((), dtype=torch.float32)
+    heads = [policy.actor] + ([policy.grasp_critic] if policy.grasp_critic is not None else [])
+    with contextlib.ExitStack() as stack:
+        for head in heads:
+            stack.enter_context(read_only(head))
+        loss = behaviour_cloning_loss(policy, features, state, batch, speed)
+        if policy.grasp_critic is not None:
+            with speed.autocast(features.device):
+                q = policy.grasp_critic(features[rows], None if state is None else state[rows])
+            loss = loss + grasp_cloning_loss(q, gripper_command_index(batch.action[rows, -1]))
+    return loss
 
 
 def double_dqn_target(next_q: torch.Tensor, next_q_target: torch.Tensor, reward: torch.Tensor,

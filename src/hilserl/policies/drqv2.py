@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from hilserl.policies.actor_critic import (ActorCriticAgent, bc_scale, behaviour_cloning_loss, clamp_straight_through,
-                                            head_inputs, shifted_pixels, soft_update)
+                                            encoder_cloning_loss, head_inputs, shifted_pixels, soft_update)
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig, parse_schedule
 from hilserl.policies.speed import SpeedSettings, read_only
@@ -45,9 +45,12 @@ class DrQV2Agent(ActorCriticAgent):
             self._target_q, self._critic_q, self._actor_loss = (
                 torch.compile(f) for f in (self._target_q, self._critic_q, self._actor_loss))
 
-    def update(self, batch: Batch, step: int, update_actor: bool = True, bc_weight: float = 0.0) -> dict[str, float]:
+    def update(self, batch: Batch, step: int, update_actor: bool = True, bc_weight: float = 0.0,
+               encoder_bc_weight: float = 0.0) -> dict[str, float]:
         """One DrQ-v2 update. `update_actor=False`: the critic (and encoder) only, e.g. while a pretrained
-        actor waits for the critic to learn. `bc_weight`: adds bc_weight * behaviour_cloning_loss to the actor's."""
+        actor waits for the critic to learn. `bc_weight`: adds bc_weight * behaviour_cloning_loss to the actor's.
+        `encoder_bc_weight`: adds encoder_bc_weight * encoder_cloning_loss to the critic's, so the encoder also
+        learns from what demonstrators and people did."""
         batch = batch.to(self.device)
         # Random draws in a fixed order (shifts of obs, of next obs, target noise, actor noise): with the
         # same seed, the plain update in test/drqv2_reference.py sees the same augmentation and noise.
@@ -59,14 +62,18 @@ class DrQV2Agent(ActorCriticAgent):
                                                              batch.discount, self._noise(action, std))
         features, state, q1, q2 = self._critic_q(pixels, batch.state, action)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        encoder_bc = (encoder_cloning_loss(self.inference, features, state, batch, self.speed)
+                      if encoder_bc_weight > 0 else None)
         self.encoder_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        (critic_loss if encoder_bc is None else critic_loss + encoder_bc_weight * encoder_bc).backward()
         self.critic_opt.step()
         self.encoder_opt.step()
 
         metrics = {"critic_loss": critic_loss.item(), "q": q1.mean().item(), "target_q": target_q.mean().item(),
                    "stddev": std}
+        if encoder_bc is not None:
+            metrics["encoder_bc_loss"] = encoder_bc.item()
         if update_actor:
             # The actor learns through detached features: the encoder is shaped by the critic alone. The
             # (just updated) critic is only read, so its weights get no gradient and its trunk no backward.

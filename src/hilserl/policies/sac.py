@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hilserl.policies.actor_critic import (ActorCriticAgent, bc_scale, behaviour_cloning_loss, head_inputs,
-                                            shifted_pixels, soft_update)
+from hilserl.policies.actor_critic import (ActorCriticAgent, bc_scale, behaviour_cloning_loss, encoder_cloning_loss,
+                                            head_inputs, shifted_pixels, soft_update)
 from hilserl.policies.batch import Batch
 from hilserl.policies.config import PolicyConfig
 from hilserl.policies.inference import tanh_gaussian_log_prob
@@ -53,9 +53,10 @@ class SACAgent(ActorCriticAgent):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return super().optimizers() | {"alpha": self.alpha_opt}
 
-    def update(self, batch: Batch, step: int, update_actor: bool = True, bc_weight: float = 0.0) -> dict[str, float]:
-        """One SAC update; `update_actor` and `bc_weight` as in DrQV2Agent.update (the temperature learns with
-        the actor, so it waits too)."""
+    def update(self, batch: Batch, step: int, update_actor: bool = True, bc_weight: float = 0.0,
+               encoder_bc_weight: float = 0.0) -> dict[str, float]:
+        """One SAC update; `update_actor`, `bc_weight` and `encoder_bc_weight` as in DrQV2Agent.update (the
+        temperature learns with the actor, so it waits too; a frozen encoder learns from nothing)."""
         batch = batch.to(self.device)
         # Random draws in a fixed order: shifts of obs, of next obs, target sample, actor sample.
         pixels, next_pixels = shifted_pixels(batch, self.hyper.augment_pad)
@@ -78,14 +79,18 @@ class SACAgent(ActorCriticAgent):
                                   torch.randn_like(action), alpha)
         q1, q2 = self._critic_q(features, state, action)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        encoder_bc = (encoder_cloning_loss(self.inference, features, state, batch, self.speed)
+                      if encoder_bc_weight > 0 and not self.config.freeze_encoder else None)
         self.encoder_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        (critic_loss if encoder_bc is None else critic_loss + encoder_bc_weight * encoder_bc).backward()
         self.critic_opt.step()
         if not self.config.freeze_encoder:
             self.encoder_opt.step()
 
         metrics = {"critic_loss": critic_loss.item(), "alpha": alpha.item(), "q": q1.mean().item()}
+        if encoder_bc is not None:
+            metrics["encoder_bc_loss"] = encoder_bc.item()
         if update_actor:
             # Detached features, and a read-only critic: the actor loss trains the actor head alone.
             with read_only(self.critic):

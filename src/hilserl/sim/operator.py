@@ -16,6 +16,10 @@ When it takes over (at most `max_interventions_per_episode` times an episode):
   unsafe    the gripper centre is outside the safe box [safe_lower, safe_upper] (base frame, m).
 It drives for `takeover_steps` steps, then lets go and starts judging progress afresh.
 
+Before any of that, the first `demo_episodes` episodes it sees it drives from their first step to their end:
+a person's demonstrations on the cell, as HIL-SERL starts a run on a real robot (the actor records them as
+interventions, so they fill the learner's demonstration buffer).
+
 Distance to go (m): reach |tcp - target|; push and lift |tcp - cube| + |cube - target| (the gripper has to
 get to the cube, and the cube to its goal). The twist is the action a SpaceMouse would have to produce:
 the actor turns a twist into an action as twist x teleop_scale, so twist = action x `twist_scale`, where
@@ -52,6 +56,7 @@ class OperatorSettings:
     progress_epsilon: float = 0.005  # m the distance to go must fall below its best to count as progress
     takeover_steps: int = 15  # steps driven per intervention
     max_interventions_per_episode: int = 2
+    demo_episodes: int = 0  # whole episodes driven first (demonstrations on this cell)
     twist_scale: float = 1.0  # twist per unit of action: 1 / the actor's teleop_scale
     safe_lower: tuple[float, float, float] = SAFE_LOWER
     safe_upper: tuple[float, float, float] = SAFE_UPPER
@@ -61,9 +66,11 @@ class OperatorSettings:
         if lower.shape != (3,) or upper.shape != (3,) or not (lower < upper).all():
             raise ValueError(f"the safe box needs 3 lower and 3 upper bounds with lower < upper, got "
                              f"{list(self.safe_lower)} and {list(self.safe_upper)}")
-        if self.stall_steps < 1 or self.takeover_steps < 1 or self.max_interventions_per_episode < 0:
-            raise ValueError(f"stall_steps and takeover_steps must be >= 1 and max_interventions_per_episode >= 0, "
-                             f"got {self.stall_steps}, {self.takeover_steps}, {self.max_interventions_per_episode}")
+        if self.stall_steps < 1 or self.takeover_steps < 1 or self.max_interventions_per_episode < 0 \
+                or self.demo_episodes < 0:
+            raise ValueError(f"stall_steps and takeover_steps must be >= 1, max_interventions_per_episode and "
+                             f"demo_episodes >= 0, got {self.stall_steps}, {self.takeover_steps}, "
+                             f"{self.max_interventions_per_episode}, {self.demo_episodes}")
         if self.progress_epsilon < 0 or self.twist_scale <= 0:
             raise ValueError(f"progress_epsilon must be >= 0 and twist_scale > 0, got {self.progress_epsilon} "
                              f"and {self.twist_scale}")
@@ -113,6 +120,7 @@ class SimulatedOperator:
         self.settings, self.expert = settings, expert
         self.episode: int | None = None
         self.interventions_total = 0
+        self.episodes_seen = 0
         self.start_episode(None)
 
     def start_episode(self, episode: int | None) -> None:
@@ -122,6 +130,7 @@ class SimulatedOperator:
         self.driving = False
         self.best: float | None = None  # the smallest distance to go since progress was last judged afresh
         self.no_progress = 0  # steps since the distance to go last fell below best - progress_epsilon
+        self.demonstrating = False  # driving this whole episode
 
     def step(self, view: SceneView) -> Decision:
         """The operator's decision on this step (call once per sim step, in order)."""
@@ -130,6 +139,14 @@ class SimulatedOperator:
             if self.driving:  # a new episode in the middle of an intervention: let go of the old one
                 released = Decision(LET_GO, "episode ended")
             self.start_episode(view.episode)
+            self.episodes_seen += 1
+            if self.episodes_seen <= self.settings.demo_episodes:
+                self.demonstrating = self.driving = True
+                self.interventions_total += 1
+                return self.drive(TAKE_OVER, f"demonstration {self.episodes_seen} of {self.settings.demo_episodes}",
+                                  view)
+        if self.demonstrating:
+            return self.drive(DRIVE, "demonstrating", view)
         distance = distance_to_go(self.expert.config.task, view)
         if self.driving:
             if self.drive_left > 0:

@@ -62,6 +62,7 @@ from hilserl.policies.device import supports_bf16
 from hilserl.policies.drqv2 import DrQV2Hyper
 from hilserl.policies.inference import GRIPPER_COMMANDS
 from hilserl.policies.augment import colour_jitter, random_shift
+from hilserl.sim.task import VARIANTS  # plain data; Genesis loads only when a task is built
 
 # Defaults, as the shipped reach checkpoint was trained (see checkpoints/reach/README.md).
 TASK = "reach"
@@ -102,6 +103,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last finished stage")
     p.add_argument("--task", choices=("reach", "push", "lift"),
                    help=f"default: {TASK}, or with --init the task the checkpoint was pretrained on")
+    p.add_argument("--variant", choices=tuple(VARIANTS), default="standard",
+                   help="the cell to train and evaluate in (see hilserl.sim.task), e.g. shifted: cloning on the "
+                        "cell a policy is moved to")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--action-space", default="joint_delta", choices=ACTION_SPACES,
                    help="ee_delta: end-effector deltas + gripper, turned into joint targets by the Panda's kinematics")
@@ -196,7 +200,7 @@ class Pretrainer:
         from hilserl.metrics import MetricsLogger
         from hilserl.sim.demo_buffer import DemoBuffer
         from hilserl.sim.expert import ScriptedExpert
-        from hilserl.sim.task import PandaTask, TaskConfig
+        from hilserl.sim.task import PandaTask, variant_config
 
         self.args = args
         self.run_dir = Path(args.run_dir or f"runs/pretrain-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -231,8 +235,9 @@ class Pretrainer:
                                        gripper=args.gripper,
                                        **({"grasp_penalty": args.grasp_penalty, "grasp_epsilon": args.grasp_epsilon}
                                           if args.gripper == "discrete" else {}))
-        self.task_config = TaskConfig(task=args.task, image_size=args.image_size, num_cameras=args.num_cameras,
-                                      episode_steps=args.episode_steps, camera_pos_jitter=args.camera_jitter)
+        self.task_config = variant_config(args.variant, task=args.task, image_size=args.image_size,
+                                          num_cameras=args.num_cameras, episode_steps=args.episode_steps,
+                                          camera_pos_jitter=args.camera_jitter)
         torch.manual_seed(args.seed)
         self.rng = np.random.default_rng(args.seed)
         self.agent = build_agent(self.config, device=resolve_device(args.device))

@@ -161,22 +161,29 @@ class PublishGuard:
 
 class EpisodeVersions:
     """Which weights version produced each episode, from the transitions as they arrive: the version that
-    chose most of the episode's actions (an episode can straddle a weights update; ties go to the newer)."""
+    chose most of the policy's actions in it (an episode can straddle a weights update; ties go to the newer).
+    An episode a person drove for most of its steps (a demonstration, or a rescue from early on) is theirs, not
+    any version's: it is not credited, so demonstrations never make the version they ran beside look good."""
 
     def __init__(self, guard: PublishGuard):
         self.guard = guard
-        self.counts: dict[tuple[str, int], dict[int, int]] = {}
+        self.counts: dict[tuple[str, int], dict[int, int]] = {}  # (stream, episode) -> {version: policy steps}
+        self.steps: dict[tuple[str, int], int] = {}  # (stream, episode) -> steps so far, everyone's
 
     def add(self, stream: str, transitions) -> int:
-        """Feed a batch of one stream's transitions; returns how many episodes ended in it."""
-        ended = 0
+        """Feed a batch of one stream's transitions; returns how many episodes it credited."""
+        credited = 0
         for t in transitions:
-            votes = self.counts.setdefault((stream, t.episode), {})
-            votes[t.weights_version] = votes.get(t.weights_version, 0) + 1
+            key = (stream, t.episode)
+            votes = self.counts.setdefault(key, {})
+            self.steps[key] = self.steps.get(key, 0) + 1
+            if not t.intervention:
+                votes[t.weights_version] = votes.get(t.weights_version, 0) + 1
             if t.terminated or t.truncated:
-                votes = self.counts.pop((stream, t.episode))
+                votes, steps = self.counts.pop(key), self.steps.pop(key)
                 version = acting_version(votes)
-                if version > 0:  # 0: no policy weights acted (e.g. an actor that predates the field)
+                # 0: no policy weights acted (e.g. an actor that predates the field)
+                if version is not None and version > 0 and 2 * sum(votes.values()) >= steps:
                     self.guard.episode(version, t.success)
-                    ended += 1
-        return ended
+                    credited += 1
+        return credited

@@ -24,6 +24,7 @@ CHECKPOINT_EVERY_UPDATES = 1000
 ACTOR_WARMUP_UPDATES = 0  # critic-only updates after start-up (and after a rollback) before the actor learns
 BC_WEIGHT = 0.0  # weight of the behaviour-cloning term on demonstration/intervention rows in the actor loss
 ENCODER_LR_SCALE = 1.0  # the encoder's learning rate relative to the critic's (a pretrained encoder: lower)
+ENCODER_BC_WEIGHT = 0.0  # weight of behaviour cloning through the encoder (plain DrQ-v2/SAC: the critic alone)
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,11 @@ class TrainSchedule:
     checkpoint_every_updates: int = CHECKPOINT_EVERY_UPDATES
     actor_warmup_updates: int = ACTOR_WARMUP_UPDATES
     bc_weight: float = BC_WEIGHT
+    encoder_bc_weight: float = ENCODER_BC_WEIGHT
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.utd_ratio <= 0 or self.warmup_transitions < 0 \
-                or self.actor_warmup_updates < 0 or self.bc_weight < 0:
+                or self.actor_warmup_updates < 0 or self.bc_weight < 0 or self.encoder_bc_weight < 0:
             raise ValueError(f"invalid training schedule {self}")
 
 
@@ -89,7 +91,8 @@ class TrainingLoop:
                 self.hold_actor()
             step = self.counters.learner_step
             metrics = self.agent.update(batch, step, update_actor=step >= self.actor_starts_at,
-                                        bc_weight=self.schedule.bc_weight)
+                                        bc_weight=self.schedule.bc_weight,
+                                        encoder_bc_weight=self.schedule.encoder_bc_weight)
             c = self.counters
             c.learner_step += 1
             c.updates_since_publish += 1
