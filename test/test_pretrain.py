@@ -151,6 +151,14 @@ def test_init_trains_the_critic_and_keeps_actor_and_encoder_bit_identical(tiny_r
     assert len({t.episode for t in demos}) == 2 and all(t.frames.shape == (3, 84, 84) for t in demos)
 
 
+def test_a_task_built_for_another_cell_is_refused(tiny_run, task):
+    root, out, _ = tiny_run
+    args = pretrain.parse_args(["--continue-from", str(out), "--out", str(root / "shifted"), "--run-dir",
+                                str(root / "shifted-run"), "--variant", "shifted", "--no-tensorboard"])
+    with pytest.raises(ValueError, match="not --variant shifted's: .*'camera_offset'"):
+        pretrain.Pretrainer(args, task=task)
+
+
 def test_continue_from_clones_on_from_the_checkpoint_with_its_config_and_joint_normalisation(tiny_run, task):
     """`--continue-from`: the checkpoint's policy config and joint normalisation are kept, cloning and a DAgger
     round driven by the sampled policy alone change its weights, the update count goes on from the checkpoint's

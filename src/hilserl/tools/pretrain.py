@@ -262,6 +262,9 @@ class Pretrainer:
                              f"{task.config.num_cameras} camera(s), n_envs {task.config.n_envs}) does not match "
                              f"--task {args.task} --image-size {args.image_size} --num-cameras {args.num_cameras} "
                              "(single env)")
+        elif differing := [k for k in {k for v in VARIANTS.values() for k in v}
+                           if getattr(task.config, k) != getattr(self.task_config, k)]:
+            raise ValueError(f"the given task's cell is not --variant {args.variant}'s: {sorted(differing)} differ")
         self.task = task
         self.expert = ScriptedExpert(self.task, space=self.config.ee_action_space()
                                      if self.config.action_space == "ee_delta" else None,
