@@ -72,6 +72,20 @@ def test_a_new_episode_mid_intervention_lets_go():
     assert op.step(view(0, [0.48, 0.0, 0.41], episode=1)).kind == LET_GO
 
 
+def test_on_lift_fingers_closing_on_the_cube_are_progress():
+    op = operator("lift", stall_steps=3, progress_epsilon=0.005)
+    cube = np.array([0.55, 0.0, 0.0275])
+    target = cube + [0, 0, 0.08]
+
+    def at_cube(step, finger):
+        return SceneView(episode=0, step=step, tcp=cube, cube_position=cube, cube_quaternion=UPRIGHT,
+                         target_position=target, joint_positions=np.asarray([*HOME[:7], finger]))
+    closing = [op.step(at_cube(s, 0.04 - 0.006 * s)).kind for s in range(3)]  # 6 mm a step: a grasp under way
+    assert closing == [WATCH] * 3
+    stuck = [op.step(at_cube(3 + s, 0.028)) for s in range(3)]  # closed, but the cube does not rise
+    assert [d.kind for d in stuck] == [WATCH, WATCH, TAKE_OVER] and "stalled" in stuck[-1].reason
+
+
 def test_demo_episodes_are_driven_whole_then_it_only_corrects():
     op = operator(demo_episodes=2, stall_steps=50, takeover_steps=3)
     tcp = [0.5, 0.0, 0.3]  # no progress at all: a watching operator would wait out stall_steps
@@ -102,6 +116,7 @@ def test_distance_to_go_and_bad_settings():
     v = view(0, [0.55, 0.05, 0.325])
     assert distance_to_go("reach", v) == pytest.approx(0.2)
     assert distance_to_go("push", v) == pytest.approx(0.3 + 0.1)
+    assert distance_to_go("lift", v) == pytest.approx(0.3 + 0.1 + HOME[-1])  # + the finger opening
     with pytest.raises(ValueError, match="safe box"):
         OperatorSettings(safe_lower=(0.8, 0.0, 0.0), safe_upper=(0.7, 1.0, 1.0))
     with pytest.raises(ValueError, match="stall_steps"):
