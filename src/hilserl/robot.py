@@ -18,6 +18,7 @@ JOINT_LOWER: tuple[float, ...] = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -
 JOINT_UPPER: tuple[float, ...] = (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973, 0.04)
 HOME: tuple[float, ...] = (0.0, -0.3, 0.0, -2.2, 0.0, 2.0, 0.785, 0.04)
 FINGER_OPEN, FINGER_CLOSED = 0.04, 0.0  # m, panda_finger_joint1
+FINGER_INDEX = JOINTS.index("panda_finger_joint1")  # the finger opening among joint positions, targets, actions
 # Per-step position change at action = +-1: ~3 degrees per arm joint, 5 mm of finger travel.
 ACTION_SCALE: tuple[float, ...] = (0.05,) * 7 + (0.005,)
 # End-effector actions (hilserl.kinematics). The TCP is the centre between the fingertips, TCP_OFFSET along the

@@ -14,8 +14,9 @@ from hilserl.kinematics.arm import ArmKinematics
 from hilserl.kinematics.ee_control import EeController
 from hilserl.kinematics.workspace import Workspace
 from hilserl.nodes.robot_description import genesis_urdf_path
-from hilserl.robot import (ACTION_SCALE, JOINT_LOWER, JOINT_UPPER, JOINTS, ORIENTATION_LOWER, ORIENTATION_REFERENCE,
-                           ORIENTATION_UPPER, TCP_FRAME, TCP_OFFSET, WORKSPACE_LOWER, WORKSPACE_UPPER)
+from hilserl.robot import (ACTION_SCALE, FINGER_INDEX, JOINT_LOWER, JOINT_UPPER, JOINTS, ORIENTATION_LOWER,
+                           ORIENTATION_REFERENCE, ORIENTATION_UPPER, TCP_FRAME, TCP_OFFSET, WORKSPACE_LOWER,
+                           WORKSPACE_UPPER)
 
 
 def panda_arm(urdf_path: str | Path | None = None) -> ArmKinematics:
@@ -31,4 +32,4 @@ def panda_workspace() -> Workspace:
 def panda_controller(space: EeActionSpace, arm: ArmKinematics | None = None) -> EeController:
     """An EeController for the Panda; the gripper value moves the finger like a joint-delta action does."""
     arm = arm or panda_arm()
-    return EeController(arm, panda_workspace(), space, gripper_scale=ACTION_SCALE[JOINTS.index("panda_finger_joint1")])
+    return EeController(arm, panda_workspace(), space, gripper_scale=ACTION_SCALE[FINGER_INDEX])

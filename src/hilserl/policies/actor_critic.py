@@ -112,11 +112,10 @@ def behaviour_cloning_loss(policy: InferencePolicy, features: torch.Tensor, stat
 
 def encoder_cloning_loss(policy: InferencePolicy, features: torch.Tensor, state: torch.Tensor | None,
                          batch: Batch, speed: SpeedSettings) -> torch.Tensor:
-    """BC on the batch's demonstration rows through *un*detached features, the heads read only: its gradient
-    reaches the encoder alone. The arm's BC term of `behaviour_cloning_loss`, plus, for a discrete gripper, the
-    grasp critic's cross-entropy on the demonstrated command, as pretraining's `cloning_loss` trains the encoder.
-    Zero without such rows. It lets a person's corrections teach the encoder to see a cell it was not trained
-    in (a new camera mounting, light or paint), which the TD loss alone learns slowly."""
+    """Pretraining's cloning (`head_cloning_loss`) on the batch's demonstration rows, through *un*detached
+    features with the heads read only: its gradient reaches the encoder alone. Zero without such rows. It lets a
+    person's corrections teach the encoder to see a cell it was not trained in (a new camera mounting, light or
+    paint), which the TD loss alone learns slowly."""
     rows = batch.demo
     if rows is None or not bool(rows.any()):
         return features.new_zeros((), dtype=torch.float32)
@@ -124,12 +123,9 @@ def encoder_cloning_loss(policy: InferencePolicy, features: torch.Tensor, state:
     with contextlib.ExitStack() as stack:
         for head in heads:
             stack.enter_context(read_only(head))
-        loss = behaviour_cloning_loss(policy, features, state, batch, speed)
-        if policy.grasp_critic is not None:
-            with speed.autocast(features.device):
-                q = policy.grasp_critic(features[rows], None if state is None else state[rows])
-            loss = loss + grasp_cloning_loss(q, gripper_command_index(batch.action[rows, -1]))
-    return loss
+        with speed.autocast(features.device):
+            return head_cloning_loss(policy, features[rows], None if state is None else state[rows],
+                                     batch.action[rows])
 
 
 def double_dqn_target(next_q: torch.Tensor, next_q_target: torch.Tensor, reward: torch.Tensor,
@@ -154,17 +150,21 @@ def grasp_cloning_loss(q: torch.Tensor, command: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(q.float(), command)
 
 
-def cloning_loss(policy: InferencePolicy, pixels: torch.Tensor, state: torch.Tensor | None,
-                 labels: torch.Tensor) -> torch.Tensor:
-    """Pretraining's behaviour cloning on whole labelled actions, every inference module trained: MSE of the
-    deterministic arm action, plus, for a discrete gripper, the grasp critic's cross-entropy on the labels'
-    gripper commands."""
-    features, state = policy.head_inputs(pixels, state)
+def head_cloning_loss(policy: InferencePolicy, features: torch.Tensor, state: torch.Tensor | None,
+                      labels: torch.Tensor) -> torch.Tensor:
+    """Behaviour cloning of whole labelled actions from the heads' inputs: MSE of the deterministic arm action,
+    plus, for a discrete gripper, the grasp critic's cross-entropy on the labels' gripper commands."""
     mu, _ = policy.actor(features, state)
     loss = F.mse_loss(torch.tanh(mu.float()), labels[:, :policy.config.arm_action_dim])
     if policy.grasp_critic is not None:
         loss = loss + grasp_cloning_loss(policy.grasp_critic(features, state), gripper_command_index(labels[:, -1]))
     return loss
+
+
+def cloning_loss(policy: InferencePolicy, pixels: torch.Tensor, state: torch.Tensor | None,
+                 labels: torch.Tensor) -> torch.Tensor:
+    """Pretraining's behaviour cloning, every inference module trained: `head_cloning_loss` from the pixels."""
+    return head_cloning_loss(policy, *policy.head_inputs(pixels, state), labels)
 
 
 def bc_scale(q: torch.Tensor) -> torch.Tensor:

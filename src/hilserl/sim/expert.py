@@ -33,7 +33,7 @@ import torch
 from hilserl.kinematics.action_space import EeActionSpace
 from hilserl.kinematics.panda import panda_arm
 from hilserl.policies.inference import GRIPPER_COMMANDS, gripper_command_index
-from hilserl.robot import ACTION_SCALE, FINGER_CLOSED, FINGER_OPEN, TCP_OFFSET
+from hilserl.robot import ACTION_SCALE, FINGER_CLOSED, FINGER_INDEX, FINGER_OPEN, TCP_OFFSET
 from hilserl.sim.task import Observation, PandaTask, TaskConfig
 
 APPROACH_HEIGHT = 0.10  # m above the cube's centre before coming down (push, lift)
@@ -91,7 +91,7 @@ class ScriptedExpert:
     def act(self, obs: Observation, env: int = 0) -> np.ndarray:
         """The expert's action in [-1, 1]^action_dim for this observation of environment `env`."""
         waypoint, yaw, finger = self.plan(obs)
-        hand = (finger - obs.joint_positions[7]) / self.scale[7]
+        hand = (finger - obs.joint_positions[FINGER_INDEX]) / self.scale[FINGER_INDEX]
         if self.discrete_gripper:  # the command whose thresholds the joint delta passes (stay when within a step)
             hand = GRIPPER_COMMANDS[int(gripper_command_index(torch.tensor(float(np.clip(hand, -1.0, 1.0)))))]
         if self.space is not None:
@@ -114,7 +114,7 @@ class ScriptedExpert:
     def solve_ik(self, tcp_position: np.ndarray, quat_wxyz: np.ndarray, q: np.ndarray, env: int) -> np.ndarray:
         """Joint positions (9 dofs) putting the gripper centre at `tcp_position`, starting from `q` (8 commands)."""
         task = self.task
-        init = np.append(q, q[7])  # both fingers
+        init = np.append(q, q[FINGER_INDEX])  # both fingers
         kwargs = dict(link=task.hand, local_point=np.array([0.0, 0.0, TCP_OFFSET]), max_samples=IK_MAX_SAMPLES,
                       seed=0)
         if task.batched:
@@ -131,7 +131,7 @@ class ScriptedExpert:
         return float(np.clip((xy_error - XY_TOLERANCE / 2) * 8.0, 0.0, APPROACH_HEIGHT))
 
     def _lift(self, obs: Observation) -> tuple[np.ndarray, float, float]:
-        cube, tcp, finger = obs.cube_position, obs.ee_position, obs.joint_positions[7]
+        cube, tcp, finger = obs.cube_position, obs.ee_position, obs.joint_positions[FINGER_INDEX]
         xy_error, above = float(np.linalg.norm(tcp[:2] - cube[:2])), float(tcp[2] - cube[2])
         between_fingers = xy_error < BETWEEN_FINGERS and abs(above) < BETWEEN_FINGERS
         # A cube that slid down the finger pads while rising (a slow rise, a jolt) is still held while the fingers

@@ -23,7 +23,8 @@ interventions, so they fill the learner's demonstration buffer).
 Distance to go (m): reach |tcp - target|; push |tcp - cube| + |cube - target| (the gripper has to get to the
 cube, and the cube to its goal); lift adds the finger opening, so that fingers closing on the cube count as
 progress: a person watching a grasp waits while the gripper closes (measured on the shifted cell: with the
-opening left out, nearly every takeover came 0-1 cm from the cube's centre, in the middle of the grasp). The twist is the action a SpaceMouse would have to produce:
+opening left out, nearly every takeover came 0-1 cm from the cube's centre, in the middle of the grasp).
+The twist is the action a SpaceMouse would have to produce:
 the actor turns a twist into an action as twist x teleop_scale, so twist = action x `twist_scale`, where
 twist_scale is 1 / the actor's teleop_scale.
 
@@ -38,14 +39,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hilserl.robot import FINGER_CLOSED, JOINTS
+from hilserl.robot import FINGER_CLOSED, FINGER_INDEX, JOINTS
 from hilserl.sim.task import Observation
 
 if TYPE_CHECKING:  # the expert brings pinocchio, which the node parameter tables need not load
     from hilserl.sim.expert import ScriptedExpert
 
 WATCH, TAKE_OVER, DRIVE, LET_GO = "watch", "take_over", "drive", "let_go"
-FINGER = JOINTS.index("panda_finger_joint1")  # the finger opening (m) among the joint positions
 CLOSE_BUTTON, OPEN_BUTTON = 0, 1  # the SpaceMouse's left and right buttons, as the actor reads them
 SAFE_LOWER = (0.30, -0.30, 0.02)  # m, base frame: well inside the actor's workspace box
 SAFE_UPPER = (0.75, 0.30, 0.55)
@@ -110,7 +110,7 @@ def distance_to_go(task: str, view: SceneView) -> float:
         return float(np.linalg.norm(view.tcp - view.target_position))
     distance = float(np.linalg.norm(view.tcp - view.cube_position) +
                      np.linalg.norm(view.cube_position - view.target_position))
-    return distance + float(view.joint_positions[FINGER]) if task == "lift" else distance
+    return distance + float(view.joint_positions[FINGER_INDEX]) if task == "lift" else distance
 
 
 def outside(position: np.ndarray, lower, upper) -> bool:
