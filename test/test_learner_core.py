@@ -161,3 +161,54 @@ def test_a_pixels_only_ee_learner_refuses_an_arm_with_another_joint_count_before
     assert core.buffer_sizes()["online"] == 3
     journalled = sorted(p.name for p in (tmp_path / "state" / "journal").rglob("*") if p.is_file())
     assert not any(name.endswith(".safetensors") for name in journalled if "ur5" in name), journalled
+
+
+def demonstration(episode: int, steps: int, config, action: np.ndarray) -> list[Transition]:
+    """A whole episode a person drove, always commanding `action`."""
+    out = transitions(episode, steps, config)
+    for t in out:
+        t.intervention, t.action = True, action.copy()
+    return out
+
+
+def test_a_cloning_phase_learns_a_persons_first_demonstrations_before_rl_and_only_once(tmp_path):
+    import torch
+
+    from hilserl.policies.actor_critic import cloning_loss
+
+    ckpt = init_checkpoint(tmp_path / "ckpt", "drqv2", "--seed", "5", *SMALL)["path"]
+    sent = []
+    settings = LearnerSettings(batch_size=8, warmup_transitions=10, n_step=2, load_demos=False, clone_updates=60,
+                               clone_after=12, clone_lr=1e-3, clone_batch_size=8)
+    core = LearnerCore(ckpt, settings, publish=lambda payload, meta, reason: sent.append((meta, reason)),
+                       state_dir=tmp_path / "state")
+    core.publish_weights("start-up")
+    config = core.agent.config
+    for episode in range(4):  # 12 transitions of the policy's own: warm-up is met, but RL waits for the cloning
+        core.store_batch("/actor#a", policy_episode(episode, config, version=1, success=False))
+    assert "cloning waits for a person's demonstrations: 0/12" in core.waiting_for() and core.train_step() == 0
+    assert core.health().values["training"].startswith("cloning waits")
+
+    demonstrated = np.full(config.action_dim, 0.5, np.float32)
+    for episode in range(4, 6):
+        core.store_batch("/actor#a", demonstration(episode, 6, config, demonstrated))
+    assert core.waiting_for() == ""
+    probe = core.demos.sample(32, np.random.default_rng(0))
+
+    def loss() -> float:
+        with torch.no_grad():
+            return cloning_loss(core.agent.inference.eval(), probe.pixels, probe.state, probe.action).item()
+    before = loss()
+    steps = 0
+    while core.cloning.pending():
+        assert core.train_step() == 1 and core.learner_step == 0  # cloning steps are not RL updates
+        steps += 1
+    assert steps == 60 and loss() < 0.2 * before, (before, loss())
+    meta, reason = sent[-1]
+    assert reason == "cloned on 12 intervention transitions" and meta.weights_version == 2
+    assert core.health().values["clone_updates_done"] == "60/60" and "clone_loss" in core.last_metrics()
+
+    assert core.train_step() == 1 and core.learner_step == 1  # then reinforcement learning
+    core.save_state()
+    again = LearnerCore(ckpt, settings, publish=lambda *a: None, state_dir=tmp_path / "state")
+    assert again.resumed and not again.cloning.pending() and "cloning" not in again.waiting_for()

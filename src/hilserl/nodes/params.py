@@ -281,6 +281,12 @@ LEARNER_PARAMS = (
           low=0.0, high=1.0),
     Param("guard_alpha", 0.05, "Significance of the one-sided test behind a rollback.", "float", low=0.0,
           high=1.0, above=True),
+    Param("clone_updates", 0, "Behaviour-cloning updates of every inference module on the interventions, once, "
+          "before RL (a new cell: a person's first demonstrations); 0 = none.", "int", low=0),
+    Param("clone_after", 300, "Intervention transitions stored before the cloning updates start (RL waits for "
+          "them).", "int", low=1),
+    Param("clone_lr", 3e-4, "Learning rate of the cloning updates.", "float", low=0.0, above=True),
+    Param("clone_batch_size", 64, "Intervention transitions per cloning update.", "int", low=1),
 )
 
 

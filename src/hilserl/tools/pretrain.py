@@ -56,13 +56,12 @@ import torch
 
 from hilserl.kinematics.action_space import ACTION_SPACES, EE_AXES, action_dim_for
 from hilserl.policies import PolicyConfig, build_agent, resolve_device
-from hilserl.policies.actor_critic import cloning_loss
 from hilserl.policies.config import GRIPPER_MODES
 from hilserl.policies.device import supports_bf16
 from hilserl.policies.drqv2 import DrQV2Hyper
 from hilserl.policies.inference import GRIPPER_COMMANDS
-from hilserl.policies.augment import colour_jitter, random_shift
 from hilserl.sim.task import VARIANTS  # plain data; Genesis loads only when a task is built
+from hilserl.training.cloning import clone_update
 
 # Defaults, as the shipped reach checkpoint was trained (see checkpoints/reach/README.md).
 TASK = "reach"
@@ -404,16 +403,13 @@ class Pretrainer:
         for i in bar:
             pixels, state, labels = (None if t is None else t.to(self.agent.device)
                                      for t in self.buffer.bc_batch(self.args.batch_size, self.rng))
-            with torch.autocast(self.agent.device.type, dtype=torch.bfloat16, enabled=bf16):
-                pixels = random_shift(colour_jitter(pixels, self.args.colour_jitter), self.args.augment_pad)
-                loss = cloning_loss(policy, pixels, state, labels)
-            self.bc_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.bc_opt.step()
+            loss = clone_update(policy, self.bc_opt, pixels, state, labels, self.args.augment_pad,
+                                self.args.colour_jitter,
+                                torch.autocast(self.agent.device.type, dtype=torch.bfloat16, enabled=bf16))
             self.progress["updates"] += 1
             if i % 50 == 0 or i == updates - 1:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                self.metrics.log(self.progress["updates"], {"train/bc_loss": loss.item()})
+                bar.set_postfix(loss=f"{loss:.4f}")
+                self.metrics.log(self.progress["updates"], {"train/bc_loss": loss})
 
     def fine_tune(self) -> None:
         """DrQ-v2 on the task reward as the learner fine-tunes a pretrained policy: its n-step buffers, with the

@@ -33,6 +33,7 @@ from hilserl.replay.demos import DEMOS_FILE, read_demos
 from hilserl.replay.episode_buffer import GAMMA, N_STEP, MixedSampler, ReplayBuffer
 from hilserl.replay.intake import TransitionIntake
 from hilserl.training import guard as guard_rule
+from hilserl.training.cloning import CLONE_AFTER, CLONE_BATCH_SIZE, CLONE_LR, CLONE_UPDATES, CloningPhase
 from hilserl.training.guard import EpisodeVersions, PublishGuard
 from hilserl.training.loop import (DEMO_RATIO, ENCODER_LR_SCALE, TrainingLoop, TrainSchedule, scale_learning_rate,
                                    set_torch_threads)
@@ -64,6 +65,11 @@ class LearnerSettings(TrainSchedule):
     guard_window: int = guard_rule.WINDOW
     guard_margin: float = guard_rule.MARGIN
     guard_alpha: float = guard_rule.ALPHA
+    # A new cell: clone a person's first demonstrations (every inference module) before RL (training/cloning.py).
+    clone_updates: int = CLONE_UPDATES
+    clone_after: int = CLONE_AFTER
+    clone_lr: float = CLONE_LR
+    clone_batch_size: int = CLONE_BATCH_SIZE
 
     @classmethod
     def from_values(cls, values: dict) -> "LearnerSettings":
@@ -105,6 +111,8 @@ class LearnerCore:
         self.agent = self.load_checkpoint(checkpoint)
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.loop: TrainingLoop | None = None
+        self.cloning: CloningPhase | None = None
+        self.interventions_stored = 0  # transitions a person drove, received from the actors (not the checkpoint's)
         self.intake: TransitionIntake | None = None
         if settings.training:
             if self.state_dir is None:
@@ -135,6 +143,8 @@ class LearnerCore:
                                       margin=s.guard_margin, alpha=s.guard_alpha)
             self.episode_versions = EpisodeVersions(self.guard)
         self.loop = TrainingLoop(self.agent, self.sample, s, publish=self.publish_weights, save=self.save_state)
+        if s.clone_updates:
+            self.cloning = CloningPhase(self.agent, s.clone_updates, s.clone_after, s.clone_lr, s.clone_batch_size)
         self.resume()
         # Every batch is checked against the policy before it is journalled; the journal is replayed here.
         self.intake = TransitionIntake(self.journal_dir, self.store_batch, lambda: self.agent.config, log=self.log,
@@ -155,6 +165,8 @@ class LearnerCore:
         if find_training_state(self.state_dir / "state") is not None:
             counters = load_training_state(self.state_dir / "state", self.agent)
             self.loop.counters.learner_step = counters["learner_step"]
+            if self.cloning is not None:
+                self.cloning.done = min(counters.get("clone_updates_done", 0), self.cloning.updates)
             source = counters["state_dir"]
         self.log(f"resumed run {self.run_id}: networks from {source}, learner step {self.learner_step}; "
                  f"the next weights are v{self.weights_version + 1}")
@@ -198,6 +210,7 @@ class LearnerCore:
                 self.online.add(t, key)
                 if t.intervention:
                     self.demos.add(t, key)
+                    self.interventions_stored += 1
         self.loop.transitions_added(len(transitions))
 
     def buffer_sizes(self) -> dict[str, int]:
@@ -214,6 +227,12 @@ class LearnerCore:
     def waiting_for(self) -> str:
         """Why no update can run now ('' = one can): warm-up, or no complete n-step window to sample."""
         s, c = self.settings, self.loop.counters
+        if self.cloning is not None and self.cloning.pending():
+            with self.buffer_lock:
+                waiting = self.cloning.waiting_for(self.interventions_stored)
+                if not waiting and not self.demos.has_window():
+                    waiting = "cloning: the intervention buffer holds no complete n-step window yet"
+            return waiting
         with self.buffer_lock:
             stored = len(self.online)
             if stored < max(s.warmup_transitions, 1):
@@ -236,14 +255,34 @@ class LearnerCore:
             return 0
         try:
             with self.lock:
+                if self.cloning is not None and self.cloning.pending():
+                    return self.clone_step()
                 self.apply_guard()
                 return self.loop.train_some(len(self.online), max_updates=1)
         except Exception as err:
             self.training_error = f"{type(err).__name__}: {err}"
             raise
 
+    def clone_step(self) -> int:
+        """One step of the cloning phase on the intervention buffer; its last step publishes the cloned weights and
+        holds the actor for `actor_warmup_updates` while the critic learns what the cloned encoder sees."""
+        phase = self.cloning
+        with self.buffer_lock:
+            batch = self.demos.sample(phase.batch_size, self.sampler.rng)
+        phase.step(batch)
+        if not phase.pending():
+            self.log(f"cloned {self.interventions_stored} intervention transitions in {phase.done} updates "
+                     f"(loss {phase.last_loss:.4f}); reinforcement learning starts")
+            self.loop.hold_actor()
+            self.publish_weights(reason=f"cloned on {self.interventions_stored} intervention transitions")
+        return 1
+
     def last_metrics(self) -> dict[str, float]:
-        return dict(self.loop.counters.last_metrics) if self.loop is not None else {}
+        """The last RL update's losses, and the cloning phase's last loss when there is one."""
+        if self.loop is None:
+            return {}
+        clone = {"clone_loss": self.cloning.last_loss} if self.cloning is not None and self.cloning.done else {}
+        return dict(self.loop.counters.last_metrics) | clone
 
     def apply_guard(self) -> None:
         """When the guard finds the newest versions clearly worse than the best one: training goes back to the
@@ -302,7 +341,8 @@ class LearnerCore:
     def save_state(self) -> None:
         with self.lock:
             counters = {"run_id": self.run_id, "weights_version": self.weights_version,
-                        "learner_step": self.learner_step}
+                        "learner_step": self.learner_step,
+                        "clone_updates_done": self.cloning.done if self.cloning is not None else 0}
             save_training_state(self.state_dir / "state", self.agent, counters)
             save_checkpoint(self.agent, self.agent.config, self.state_dir / "checkpoint",
                             step=counters["learner_step"], extra={"trained_by": counters})
@@ -329,7 +369,11 @@ class LearnerCore:
         }
         if self.loop is not None:
             values["transitions_seen"] = self.loop.counters.transitions_seen
-            values["training"] = ("stopped" if self.training_error else self.waiting_for() or "updating")
+            cloning = self.cloning is not None and self.cloning.pending()
+            values["training"] = ("stopped" if self.training_error else self.waiting_for()
+                                  or ("cloning" if cloning else "updating"))
+        if self.cloning is not None:
+            values["clone_updates_done"] = f"{self.cloning.done}/{self.cloning.updates}"
         values |= {f"buffer/{k}": v for k, v in self.buffer_sizes().items()}
         values |= {f"loss/{k}": v for k, v in self.last_metrics().items()}
         intake = self.intake

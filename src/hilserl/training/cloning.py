@@ -1,0 +1,74 @@
+"""Cloning a person's first demonstrations before reinforcement learning, in plain torch.
+
+On a cell unlike the one a policy was trained in (new camera mounting, light, paint), the pretrained encoder
+sees a scene it has not learnt, and the TD loss teaches it slowly: the policy keeps failing while the critic
+sorts the cell out. A person records a few whole demonstrations first, as one would on a new cell; cloning
+them, every inference module trained (encoder, actor head, grasp critic) as pretraining does, moves the policy
+to the new cell in a minute or two. RL then starts from there, its demonstration buffer already holding them.
+
+    clone_update()   one behaviour-cloning step of every inference module (shared with `pretrain`)
+    CloningPhase     the learner's one-off phase: waits for `after` intervention transitions, then `updates` steps
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from hilserl.policies.actor_critic import cloning_loss
+from hilserl.policies.augment import colour_jitter, random_shift
+from hilserl.policies.batch import Batch
+
+# Defaults; all are learner parameters (clone_*).
+CLONE_UPDATES = 0  # 0 = no cloning phase
+CLONE_AFTER = 300  # intervention transitions stored before the phase starts (lift: ~6 whole demonstrations)
+CLONE_LR = 3e-4  # pretraining's cloning rate
+CLONE_BATCH_SIZE = 64  # pretraining's cloning batch
+
+
+def clone_update(policy, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, state: torch.Tensor | None,
+                 labels: torch.Tensor, augment_pad: int, colour_strength: float = 0.0, autocast=None) -> float:
+    """One step of behaviour cloning on labelled actions (`cloning_loss`, every inference module trained), the
+    frames randomly shifted by up to `augment_pad` pixels (and colour-jittered with `colour_strength`). Returns
+    the loss."""
+    with autocast if autocast is not None else contextlib.nullcontext():
+        pixels = random_shift(colour_jitter(pixels, colour_strength), augment_pad)
+        loss = cloning_loss(policy, pixels, state, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+class CloningPhase:
+    """`updates` cloning steps on the intervention buffer, once it holds `after` transitions a person drove."""
+
+    def __init__(self, agent, updates: int = CLONE_UPDATES, after: int = CLONE_AFTER, lr: float = CLONE_LR,
+                 batch_size: int = CLONE_BATCH_SIZE, done: int = 0):
+        if updates < 0 or after < 1 or lr <= 0 or batch_size < 1:
+            raise ValueError(f"invalid cloning phase: updates {updates}, after {after}, lr {lr}, batch {batch_size}")
+        self.agent, self.updates, self.after, self.batch_size = agent, updates, after, batch_size
+        self.done = min(done, updates)  # steps done, over the whole run (a resumed run does not clone again)
+        self.optimizer = agent.speed.adam(list(agent.inference.parameters()), lr)
+        self.last_loss = float("nan")
+
+    def pending(self) -> bool:
+        return self.done < self.updates
+
+    def waiting_for(self, interventions: int) -> str:
+        """Why no cloning step can run yet ('' = one can), given the intervention transitions stored."""
+        if interventions < self.after:
+            return f"cloning waits for a person's demonstrations: {interventions}/{self.after} intervention " \
+                   f"transitions stored"
+        return ""
+
+    def step(self, batch: Batch) -> float:
+        """One cloning step on `batch`'s rows (all of them: the caller samples the intervention buffer)."""
+        agent = self.agent
+        batch = batch.to(agent.device)
+        state = batch.state.float() if batch.state is not None else None
+        self.last_loss = clone_update(agent.inference.train(), self.optimizer, batch.pixels, state, batch.action,
+                                      agent.hyper.augment_pad, autocast=agent.speed.autocast(agent.device))
+        self.done += 1
+        return self.last_loss
