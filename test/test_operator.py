@@ -123,3 +123,21 @@ def test_distance_to_go_and_bad_settings():
         OperatorSettings(stall_steps=0)
     with pytest.raises(ValueError, match="ee action space"):
         SimulatedOperator(OperatorSettings(), ScriptedExpert(None, space=None, config=variant_config()))
+
+
+def test_demo_noise_wanders_in_demonstrations_only():
+    tcp = [0.5, 0.0, 0.3]
+    clean, noisy = operator(demo_episodes=1, stall_steps=1, takeover_steps=3), \
+        operator(demo_episodes=1, stall_steps=1, takeover_steps=3, demo_noise=0.2)
+    steps = [(clean.step(view(s, tcp, episode=1)), noisy.step(view(s, tcp, episode=1))) for s in range(10)]
+    differences = [np.abs(a.twist - b.twist).max() for a, b in steps]
+    assert min(differences) > 0 and all(b.buttons == a.buttons for a, b in steps)
+    assert all(np.abs(b.twist).max() <= 1.0 for _, b in steps)  # still a SpaceMouse's range
+    # A correction after the demonstrations is the expert's own motion, noise or not.
+    for op in (clean, noisy):
+        op.step(view(0, tcp, episode=2))
+    corrections = [(clean.step(view(s, tcp, episode=2)), noisy.step(view(s, tcp, episode=2))) for s in range(1, 4)]
+    assert any(a.kind == TAKE_OVER for a, _ in corrections)
+    assert all(a.kind == b.kind and np.array_equal(a.twist, b.twist) for a, b in corrections)
+    with pytest.raises(ValueError, match="demo_noise"):
+        OperatorSettings(demo_noise=-0.1)

@@ -58,7 +58,7 @@ class OperatorNode(Node):
             settings = OperatorSettings(
                 stall_steps=p["stall_steps"], progress_epsilon=p["progress_epsilon"],
                 takeover_steps=p["takeover_steps"], max_interventions_per_episode=p["max_interventions_per_episode"],
-                demo_episodes=p["demo_episodes"],
+                demo_episodes=p["demo_episodes"], demo_noise=p["demo_noise"],
                 twist_scale=p["twist_scale"], safe_lower=tuple(p["safe_lower"]), safe_upper=tuple(p["safe_upper"]))
             space = EeActionSpace(p["ee_axes"], p["ee_step"], p["ee_rot_step"])
         except ValueError as err:

@@ -415,6 +415,8 @@ OPERATOR_PARAMS = (
           "episode (0 = only watches).", "int", low=0),
     Param("demo_episodes", _OPERATOR.demo_episodes, "Episodes it drives whole, from the first step to the end, "
           "before it only watches and corrects (demonstrations on this cell).", "int", low=0),
+    Param("demo_noise", _OPERATOR.demo_noise, "Std of the Gaussian noise on its motion in those demonstrations "
+          "(action units): a person's hand is not a script.", "float", low=0.0),
     Param("twist_scale", _OPERATOR.twist_scale, "Twist published per unit of the expert's action: 1 / the actor's "
           "teleop_scale.", "float", low=0.0, above=True),
     Param("safe_lower", list(_OPERATOR.safe_lower), "Safe box, lower x, y, z of the gripper centre (m, base "

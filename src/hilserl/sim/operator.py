@@ -60,6 +60,9 @@ class OperatorSettings:
     takeover_steps: int = 15  # steps driven per intervention
     max_interventions_per_episode: int = 2
     demo_episodes: int = 0  # whole episodes driven first (demonstrations on this cell)
+    # A person's hand is not a script: std of the Gaussian noise on the demonstrations' motion (action units).
+    # It also makes them show how to come back from a little off the path, which cloning needs.
+    demo_noise: float = 0.0
     twist_scale: float = 1.0  # twist per unit of action: 1 / the actor's teleop_scale
     safe_lower: tuple[float, float, float] = SAFE_LOWER
     safe_upper: tuple[float, float, float] = SAFE_UPPER
@@ -74,9 +77,9 @@ class OperatorSettings:
             raise ValueError(f"stall_steps and takeover_steps must be >= 1, max_interventions_per_episode and "
                              f"demo_episodes >= 0, got {self.stall_steps}, {self.takeover_steps}, "
                              f"{self.max_interventions_per_episode}, {self.demo_episodes}")
-        if self.progress_epsilon < 0 or self.twist_scale <= 0:
-            raise ValueError(f"progress_epsilon must be >= 0 and twist_scale > 0, got {self.progress_epsilon} "
-                             f"and {self.twist_scale}")
+        if self.progress_epsilon < 0 or self.twist_scale <= 0 or self.demo_noise < 0:
+            raise ValueError(f"progress_epsilon and demo_noise must be >= 0 and twist_scale > 0, got "
+                             f"{self.progress_epsilon}, {self.demo_noise} and {self.twist_scale}")
 
 
 @dataclass(frozen=True)
@@ -118,10 +121,11 @@ def outside(position: np.ndarray, lower, upper) -> bool:
 
 
 class SimulatedOperator:
-    def __init__(self, settings: OperatorSettings, expert: ScriptedExpert):
+    def __init__(self, settings: OperatorSettings, expert: ScriptedExpert, seed: int = 0):
         if expert.space is None:
             raise ValueError("the operator drives a SpaceMouse: its expert needs an end-effector action space")
         self.settings, self.expert = settings, expert
+        self.rng = np.random.default_rng(seed)  # the demonstrations' noise
         self.episode: int | None = None
         self.interventions_total = 0
         self.episodes_seen = 0
@@ -189,7 +193,10 @@ class SimulatedOperator:
                           cube_quaternion=np.asarray(view.cube_quaternion, dtype=np.float64),
                           target_position=np.asarray(view.target_position, dtype=np.float64), step=view.step)
         waypoint, yaw, finger = self.expert.plan(obs)
-        motion = np.clip(self.expert.ee_motion(obs, waypoint, yaw), -1.0, 1.0)
+        motion = self.expert.ee_motion(obs, waypoint, yaw)
+        if self.demonstrating and self.settings.demo_noise:
+            motion = motion + self.rng.normal(0.0, self.settings.demo_noise, motion.shape)
+        motion = np.clip(motion, -1.0, 1.0)
         twist = np.zeros(6)
         twist[:len(motion)] = motion * self.settings.twist_scale
         buttons = (1, 0) if finger == FINGER_CLOSED else (0, 1)
