@@ -23,7 +23,7 @@ main arm's steps the operator drove.
 
     .venv/bin/python bench/finetune.py [--task reach] [--variant shifted] [--budget-episodes 40]
         [--budget-minutes 10] [--arms pretrained,main,no-operator,fresh] [--operator stall_steps=10]
-        [--learner encoder_lr_scale=0.1] [--out finetune.png]
+        [--learner encoder_lr_scale=0.1] [--actor teleop_dead_band=0.05] [--out finetune.png]
 
 --reward-classifier DIR: the actor's `reward_classifier`: its confirmed success ends an episode (the sim's own
 success still scores the arms). Default: the task's shipped classifier (lift: checkpoints/lift_reward), as
@@ -183,6 +183,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--learner", type=overrides, default={}, metavar="K=V,..",
                    help="learner parameters for the learning arms (over SHIFTED_LEARNER), e.g. "
                    "encoder_lr_scale=0.1")
+    p.add_argument("--actor", type=overrides, default={}, metavar="K=V,..",
+                   help="actor parameters over the bench's own, every arm (e.g. teleop_dead_band=0.05)")
     p.add_argument("--out", default="finetune.png")
     args = p.parse_args(argv)
     from hilserl.sim.task import VARIANTS, TaskConfig
@@ -194,7 +196,7 @@ def main(argv: list[str]) -> int:
         p.error(f"unknown variant {args.variant!r}; choose from {sorted(VARIANTS)}")
     if args.budget_episodes < 1 or args.budget_minutes <= 0:
         p.error("the budget needs at least 1 episode and more than 0 minutes")
-    actor = reward_classifier_params(args.reward_classifier, args.task)
+    actor = reward_classifier_params(args.reward_classifier, args.task) | args.actor
     runs, rows = {}, []
     with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
         checkpoint = CHECKPOINTS[args.task]
