@@ -212,3 +212,26 @@ def test_a_cloning_phase_learns_a_persons_first_demonstrations_before_rl_and_onl
     core.save_state()
     again = LearnerCore(ckpt, settings, publish=lambda *a: None, state_dir=tmp_path / "state")
     assert again.resumed and not again.cloning.pending() and "cloning" not in again.waiting_for()
+
+
+def test_a_checkpoint_swapped_in_is_the_one_cloned_and_keeps_the_encoder_rate(tmp_path):
+    import torch
+
+    ckpt = init_checkpoint(tmp_path / "ckpt", "drqv2", "--seed", "6", *SMALL)["path"]
+    other = init_checkpoint(tmp_path / "other", "drqv2", "--seed", "7", *SMALL)["path"]
+    settings = LearnerSettings(batch_size=8, n_step=2, load_demos=False, encoder_lr_scale=0.1, clone_updates=5,
+                               clone_after=6, clone_batch_size=4)
+    core = LearnerCore(ckpt, settings, publish=lambda *a: None, state_dir=tmp_path / "state")
+    config = core.agent.config
+    core.store_batch("/actor#a", demonstration(0, 6, config, np.full(config.action_dim, 0.5, np.float32)))
+    assert core.train_step() == 1  # one cloning step into the first checkpoint's agent
+    old = core.agent
+    core.swap_checkpoint(other)
+    new = core.agent
+    before = {k: v.clone() for k, v in new.inference.state_dict().items()}
+    old_weights = {k: v.clone() for k, v in old.inference.state_dict().items()}
+    assert core.train_step() == 1 and core.cloning.done == 2
+    changed = [k for k, v in new.inference.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("encoder") for k in changed) and any(k.startswith("actor") for k in changed)
+    assert all(torch.equal(v, old_weights[k]) for k, v in old.inference.state_dict().items())
+    assert [g["lr"] for g in new.encoder_opt.param_groups] == pytest.approx([0.1 * new.hyper.lr])

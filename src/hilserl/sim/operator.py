@@ -121,11 +121,11 @@ def outside(position: np.ndarray, lower, upper) -> bool:
 
 
 class SimulatedOperator:
-    def __init__(self, settings: OperatorSettings, expert: ScriptedExpert, seed: int = 0):
+    def __init__(self, settings: OperatorSettings, expert: ScriptedExpert):
         if expert.space is None:
             raise ValueError("the operator drives a SpaceMouse: its expert needs an end-effector action space")
         self.settings, self.expert = settings, expert
-        self.rng = np.random.default_rng(seed)  # the demonstrations' noise
+        self.rng = np.random.default_rng(0)  # the demonstrations' noise: the same in every run
         self.episode: int | None = None
         self.interventions_total = 0
         self.episodes_seen = 0

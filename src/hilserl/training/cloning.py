@@ -45,13 +45,18 @@ class CloningPhase:
     """`updates` cloning steps on the intervention buffer, once it holds `after` transitions a person drove."""
 
     def __init__(self, agent, updates: int = CLONE_UPDATES, after: int = CLONE_AFTER, lr: float = CLONE_LR,
-                 batch_size: int = CLONE_BATCH_SIZE, done: int = 0):
+                 batch_size: int = CLONE_BATCH_SIZE):
         if updates < 0 or after < 1 or lr <= 0 or batch_size < 1:
             raise ValueError(f"invalid cloning phase: updates {updates}, after {after}, lr {lr}, batch {batch_size}")
-        self.agent, self.updates, self.after, self.batch_size = agent, updates, after, batch_size
-        self.done = min(done, updates)  # steps done, over the whole run (a resumed run does not clone again)
-        self.optimizer = agent.speed.adam(list(agent.inference.parameters()), lr)
+        self.updates, self.after, self.lr, self.batch_size = updates, after, lr, batch_size
+        self.done = 0  # steps done, over the whole run (the learner restores it on resume: no second cloning)
         self.last_loss = float("nan")
+        self.attach(agent)
+
+    def attach(self, agent) -> None:
+        """Clone into `agent` from now on (a checkpoint swapped in mid-phase), with a fresh optimiser for it."""
+        self.agent = agent
+        self.optimizer = agent.speed.adam(list(agent.inference.parameters()), self.lr)
 
     def pending(self) -> bool:
         return self.done < self.updates

@@ -225,7 +225,8 @@ class LearnerCore:
 
     # -- training --------------------------------------------------------------------------------
     def waiting_for(self) -> str:
-        """Why no update can run now ('' = one can): warm-up, or no complete n-step window to sample."""
+        """Why no update can run now ('' = one can): the cloning phase's wait, warm-up, or no complete n-step window
+        to sample."""
         s, c = self.settings, self.loop.counters
         if self.cloning is not None and self.cloning.pending():
             with self.buffer_lock:
@@ -335,8 +336,11 @@ class LearnerCore:
             raise ValueError("the new checkpoint's policy config differs; start a new learner run for it")
         with self.lock:
             self.agent = agent
-            if self.loop is not None:
+            if self.loop is not None:  # what setup_training did for the old agent, for this one
+                scale_learning_rate(agent.encoder_opt, self.settings.encoder_lr_scale)
                 self.loop.agent = agent
+                if self.cloning is not None:
+                    self.cloning.attach(agent)
 
     def save_state(self) -> None:
         with self.lock:
