@@ -119,3 +119,59 @@ def test_spacenav_drives_the_tcp_joint_actor_refuses_cartesian_targets_stay_in_t
     positions = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in targets])
     assert (positions >= np.array(CARTESIAN_BOX[0]) - 1e-9).all() and (positions <= np.array(CARTESIAN_BOX[1]) + 1e-9).all()
     assert all(p.alive() for p in procs)
+
+
+def test_lockstep_executes_a_persons_reading_of_the_step_shown_not_the_one_before(ros_graph, tmp_path):
+    """A person (here the probe) answers each step the sim shows: +x on even steps, -x on odd ones. In lock-step
+    the actor waits for that answer (teleop_wait), so every stored intervention step carries the answer to its
+    own observation. Acting at once, it would execute and record the answer to the step before (the sign
+    flipped), as it did for nearly every step of the simulated operator's demonstrations."""
+    from geometry_msgs.msg import Twist
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import Joy
+    from std_msgs.msg import String
+
+    env, procs, probe = ros_graph
+    checkpoint = init_checkpoint(tmp_path / "ckpt", "drqv2", "--seed", "2", "--action-space", "ee_delta",
+                                 "--image-size", str(IMAGE_SIZE), "--hidden-dim", "64",
+                                 "--uniform-exploration-steps", "0")["path"]
+    state_dir = tmp_path / "learner"
+    procs.append(NodeProcess("sim", {"lockstep": True, "lockstep_max_hz": 10.0, "image_size": IMAGE_SIZE,
+                                     "episode_steps": 30}, env, tmp_path))
+    procs.append(NodeProcess("learner", {"checkpoint": checkpoint, "state_dir": str(state_dir),
+                                         "warmup_transitions": 100000}, env, tmp_path))
+    # A generous wait: the probe answers from a Python thread of the test process, on a loaded machine.
+    procs.append(NodeProcess("actor", LOCKSTEP | {"transition_batch": 4, "spill_dir": str(tmp_path / "spill"),
+                                                  "teleop_wait": 0.5}, env, tmp_path))
+    twist_pub = probe.node.create_publisher(Twist, "/spacenav/twist", QoSProfile(depth=10))
+    joy_pub = probe.node.create_publisher(Joy, "/spacenav/joy", QoSProfile(depth=10))
+    answered: dict[int, int] = {}  # step -> the sign of x the person gave for it, in the episode driven
+    driven = {}
+
+    def answer(msg: String) -> None:
+        report = json.loads(msg.data)
+        if not driven and report["episode"] > 0 and report["step"] == 0:
+            driven["episode"] = report["episode"]  # the first whole episode the person sees
+        if report["episode"] != driven.get("episode") or report["terminated"] or report["truncated"] \
+                or report["step"] >= 20:
+            return
+        sign = 1 if report["step"] % 2 == 0 else -1
+        answered[report["step"]] = sign
+        twist = Twist()
+        twist.linear.x = 0.6 * sign
+        twist_pub.publish(twist)
+        joy_pub.publish(Joy(axes=[0.6 * sign, 0.0, 0.0, 0.0, 0.0, 0.0], buttons=[0, 0]))
+    probe.node.create_subscription(String, "/sim/step", answer, QoSProfile(depth=100))
+
+    def driven_steps():
+        human = [t for t in journalled(state_dir) if t.intervention and t.episode == driven.get("episode")]
+        done = [t for t in journalled(state_dir) if t.episode == driven.get("episode") and t.step >= 25]
+        return len(human) >= 10 and done and human
+    human = wait_for(driven_steps, STARTUP, "the learner to store the person's steps", procs, interval=0.5)
+    # The first answer takes over from the next step on; every step driven carries its own step's answer.
+    matched = [t.step for t in human if np.sign(t.action[0]) == answered.get(t.step)]
+    assert len(matched) >= 0.9 * len(human) and len(human) >= 15, \
+        (f"{len(matched)} of {len(human)} driven steps executed the answer to their own observation",
+         [(t.step, round(float(t.action[0]), 2)) for t in human])
+    assert all(abs(abs(t.action[0]) - 0.6) < 1e-3 for t in human), [(t.step, t.action) for t in human]
+    assert all(p.alive() for p in procs)

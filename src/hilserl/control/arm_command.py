@@ -60,6 +60,10 @@ class EeTeleop:
         mouse = self.mouse.human_action(now)
         return mouse if mouse is not None else self.pad.human_action(now)
 
+    def read_at(self, now: float) -> float | None:
+        mouse = self.mouse.read_at(now)
+        return mouse if mouse is not None else self.pad.read_at(now)
+
 
 class ArmCommander:
     def __init__(self, p: Mapping[str, object], lower: np.ndarray, upper: np.ndarray, action_scale: np.ndarray):
@@ -146,6 +150,11 @@ class ArmCommander:
 
     def human_action(self, now: float) -> np.ndarray | None:
         return self.teleop.human_action(now) if self.teleop is not None else None
+
+    def person_read_at(self, now: float) -> float | None:
+        """When the person in control (SpaceMouse or gamepad) gave the reading that drives now; None while the
+        policy is in control."""
+        return self.teleop.read_at(now) if self.teleop is not None else None
 
     def success_held(self, now: float) -> bool:
         """The gamepad's success button is down (for recording labelled frames)."""

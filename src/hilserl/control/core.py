@@ -26,7 +26,7 @@ from hilserl.health import Report
 class ActorCore:
     def __init__(self, policy, sensors: Observations, rules: EpisodeRules, commander: ArmCommander,
                  health: ActorHealth, set_state: Callable[[str, str], None], stale_after: float,
-                 deterministic: bool, uses_reports: bool, reward=None, frame_writer=None):
+                 deterministic: bool, uses_reports: bool, reward=None, frame_writer=None, teleop_wait: float = 0.0):
         """`policy`: control/policy.py ActorPolicy (torch; not imported here); `set_state(state, reason)`: the
         node's, which logs and publishes a change; `uses_reports`: a sim sends step reports on `episode_topic`;
         `reward`: a control/reward.py ClassifierReward or None; `frame_writer`: a reward/frames.py FrameWriter
@@ -35,6 +35,8 @@ class ActorCore:
         self.set_state = set_state
         self.stale_after, self.deterministic, self.uses_reports = stale_after, deterministic, uses_reports
         self.reward, self.frame_writer = reward, frame_writer
+        self.teleop_wait = teleop_wait  # lock-step: s to wait for the reading of a person in control
+        self.awaiting_person = False  # a step waits for it: the node calls step() again when the time is up
         self.frames_problem = ""  # why recording frames stopped
 
     def press(self, label: str) -> None:
@@ -60,6 +62,10 @@ class ActorCore:
         ready, report = self.sensors.current_report(self.rules.ledger, self.uses_reports)
         if not ready:
             return None  # wait until every sensor (and the sim's report) shows the same, new simulation step
+        self.awaiting_person = self.awaits_person(now)
+        if self.awaiting_person:
+            return None
+        self.sensors.take()
         if self.health.state != RUNNING:
             self.set_state(RUNNING, "sensors fresh, commanding")
         q = self.sensors.q
@@ -75,6 +81,16 @@ class ActorCore:
         self.rules.acted(newest, q, command.executed, intervention=human is not None,
                          weights_version=self.policy.receiver.meta.weights_version)
         return command, human is not None
+
+    def awaits_person(self, now: float) -> bool:
+        """Lock-step, a person in control: their reading for this step (made after they saw it) is not in yet,
+        and `teleop_wait` has not passed since the step's first sensor message. Acting at once would execute the
+        reading they gave for the step before, one step late, and record it as their answer to this one."""
+        if not self.sensors.lockstep or self.teleop_wait <= 0:
+            return False
+        read_at = self.commander.person_read_at(now)
+        shown_at = self.sensors.shown_at
+        return read_at is not None and read_at < shown_at and now - shown_at < self.teleop_wait
 
     def learned_reward(self, now: float, report, newest) -> None:
         """Before the rules see this observation: record its frames, and let the classifier end the episode."""

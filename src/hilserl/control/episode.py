@@ -48,6 +48,10 @@ class Intervention:
         """The success button is down in a fresh reading (recording frames: they show success)."""
         return held(self.last, now, self.timeout, self.success_button)
 
+    def read_at(self, now: float) -> float | None:
+        """When the person in control sent the reading used now; None while the policy is in control."""
+        return self.last.received if self.human_action(now) is not None else None
+
     def human_action(self, now: float) -> np.ndarray | None:
         r = self.last
         if r is None or now - r.received > self.timeout or not pressed(r.buttons, self.deadman_button):

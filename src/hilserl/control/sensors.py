@@ -66,7 +66,8 @@ class Observations:
     def current_report(self, ledger: StepLedger, uses_reports: bool) -> tuple[bool, StepReport | None]:
         """(ready, the sim's report for the observation to act on; None without a sim).
 
-        Lock-step: ready once every sensor shows the same new step and, with a sim, its report is in.
+        Lock-step: ready once every sensor shows the same new step and, with a sim, its report is in; the step
+        counts as acted on only once `take()` says so.
         """
         if not self.lockstep:
             return True, ledger.newest
@@ -74,8 +75,17 @@ class Observations:
         report = ledger.at_stamp(stamp) if stamp is not None else None
         if stamp is None or (report is None and uses_reports):
             return False, None
-        self.matcher.last = stamp
         return True, report
+
+    def take(self) -> None:
+        """Lock-step: the step every sensor shows is acted on; the next action waits for a new one."""
+        if self.lockstep:
+            self.matcher.last = self.joint_state[1]
+
+    @property
+    def shown_at(self) -> float:
+        """When the newest observation began to arrive (monotonic s): its first sensor message's arrival."""
+        return min([self.frames[t][0] for t in self.image_topics] + [self.joint_state[0]])
 
     @property
     def images(self) -> list[np.ndarray]:

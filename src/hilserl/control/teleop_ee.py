@@ -72,6 +72,7 @@ class SpaceMouseIntervention:
     gripper: GripperLatch = field(init=False)
     motion: np.ndarray = field(init=False)  # the latest twist as [x, y, z, roll, pitch, yaw], dead band applied
     motion_received: float | None = field(init=False, default=None)
+    buttons_received: float | None = field(init=False, default=None)
     last_active: float | None = field(init=False, default=None)  # newest motion beyond the dead band, or button
 
     def __post_init__(self) -> None:
@@ -92,11 +93,20 @@ class SpaceMouseIntervention:
             self.last_active = received
 
     def update_buttons(self, reading: TeleopReading) -> None:
+        self.buttons_received = reading.received
         if self.gripper.update(reading.buttons):
             self.last_active = reading.received
 
     def in_control(self, now: float) -> bool:
         return self.last_active is not None and now - self.last_active <= self.timeout
+
+    def read_at(self, now: float) -> float | None:
+        """When the person in control last gave a whole reading (twist and, once the driver sent any, buttons);
+        None while the policy is in control."""
+        if not self.in_control(now) or self.motion_received is None:
+            return None
+        return self.motion_received if self.buttons_received is None else min(self.motion_received,
+                                                                                self.buttons_received)
 
     def human_action(self, now: float) -> np.ndarray | None:
         if not self.in_control(now):
@@ -151,6 +161,10 @@ class GamepadEeIntervention:
 
     def success_held(self, now: float) -> bool:
         return held(self.last, now, self.timeout, self.mapping.success_button)
+
+    def read_at(self, now: float) -> float | None:
+        """When the person in control sent the reading used now; None while the policy is in control."""
+        return self.last.received if self.human_action(now) is not None else None
 
     def human_action(self, now: float) -> np.ndarray | None:
         r = self.last

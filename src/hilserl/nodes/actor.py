@@ -93,7 +93,8 @@ class ActorNode(Node):
         self.uses_reports = bool(p["episode_topic"])
         self.core = ActorCore(self.policy, self.sensors, self.rules, self.commander, self.health_state, self.set_state,
                               p["stale_after"], p["deterministic"], self.uses_reports,
-                              reward=self.load_reward(p), frame_writer=self.frame_writer(p))
+                              reward=self.load_reward(p), frame_writer=self.frame_writer(p),
+                              teleop_wait=p["teleop_wait"])
 
         self.command_pub = self.create_publisher(Float64MultiArray, p["command_topic"], COMMANDS)
         if p["command_interface"] == "cartesian_pose":
@@ -120,6 +121,8 @@ class ActorNode(Node):
         self.reset_client = self.create_client(Trigger, p["reset_service"]) if p["reset_service"] else None
         if not self.lockstep:
             self.create_timer(1.0 / p["control_hz"], self.control_step)
+        elif p["teleop_wait"] > 0:  # a step waiting for a person's reading acts when the wait is over
+            self.create_timer(p["teleop_wait"] / 5, self.on_teleop_wait)
         self.create_timer(1.0, self.publish_status)  # StatusTopic sends only what changed
         self.publish_status()
         self.get_logger().info(self.health_state.reason)
@@ -208,6 +211,7 @@ class ActorNode(Node):
         label = self.commander.gamepad(TeleopReading(time.monotonic(), tuple(msg.axes), tuple(msg.buttons)))
         if label:
             self.core.press(label)
+        self.on_teleop_wait()
 
     def on_spacenav_twist(self, msg: Twist) -> None:
         linear, angular = msg.linear, msg.angular
@@ -215,9 +219,15 @@ class ActorNode(Node):
                                                 (angular.x, angular.y, angular.z))
         if problem:
             self.get_logger().error(f"SpaceMouse twist ignored: {problem}", throttle_duration_sec=5.0)
+        self.on_teleop_wait()
 
     def on_spacenav_joy(self, msg: Joy) -> None:
         self.commander.spacenav_buttons(TeleopReading(time.monotonic(), tuple(msg.axes), tuple(msg.buttons)))
+        self.on_teleop_wait()
+
+    def on_teleop_wait(self) -> None:
+        if self.core.awaiting_person:  # lock-step: a step waits for the person's reading, or for the wait's end
+            self.control_step()
 
     def on_robot_description(self, msg: String) -> None:
         self.commander.set_urdf(msg.data)

@@ -367,6 +367,9 @@ ACTOR_PARAMS = (
           "failure (-1 = none).", "int", low=-1),
     Param("teleop_timeout", 0.5, "Seconds: a silent teleop device hands control back.", "float", low=0.0,
           above=True),
+    Param("teleop_wait", 0.1, "Lock-step only: seconds a step waits, while a person is in control, for their "
+          "reading made after the step was shown (0 = act at once on their previous reading).", "float",
+          low=0.0, high=1.0),
     Param("send_transitions", True, "Stream experience to the learner (acknowledged, resent, spilled).", "bool"),
     Param("transition_batch", 16, "Transitions per batch sent.", "int", low=1),
     Param("spill_dir", "", "Unacknowledged batches wait here ('' = runs/actor_spill/<node>).", "str"),
