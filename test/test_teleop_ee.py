@@ -55,6 +55,30 @@ def test_spacemouse_buttons_latch_the_gripper_and_take_over():
     np.testing.assert_allclose(mouse.human_action(2.4), [0, 0.5, 0, 1.0])
 
 
+def test_a_new_episode_starts_with_the_policy_in_control_and_a_fresh_reading_is_awaited():
+    mouse = SpaceMouseIntervention(XYZ, timeout=0.5)
+    mouse.update_twist(3.0, (0.4, 0.0, 0.0), (0.0, 0.0, 0.0))
+    mouse.update_buttons(joy(3.01, buttons=(1, 0)))  # driving, the gripper closed
+    assert mouse.read_at(3.05) == 3.0  # the whole reading is as old as its older half
+    mouse.release()  # the episode ended while the person drove
+    assert mouse.human_action(3.1) is None and mouse.read_at(3.1) is None  # within teleop_timeout, yet handed back
+    mouse.update_twist(3.2, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))  # a resting hand does not take over again
+    mouse.update_buttons(joy(3.2, buttons=(0, 0)))
+    assert mouse.human_action(3.2) is None
+    mouse.update_twist(3.3, (0.0, 0.3, 0.0), (0.0, 0.0, 0.0))  # motion does; the fingers hold still until a press
+    np.testing.assert_allclose(mouse.human_action(3.3), [0.0, 0.3, 0.0, 0.0])
+    assert mouse.read_at(3.3) == 3.2
+
+    pad = GamepadEeIntervention(XYZ)
+    pad.update(joy(0.0, buttons=buttons(4, 0)))  # dead-man held, close pressed
+    np.testing.assert_allclose(pad.human_action(0.1), [0.0, 0.0, 0.0, -1.0])
+    assert pad.read_at(0.1) == 0.0
+    pad.release()
+    assert pad.human_action(0.1) is None and pad.read_at(0.1) is None
+    pad.update(joy(0.2, buttons=buttons(4)))  # the dead-man still held: the next reading takes over, fingers still
+    np.testing.assert_allclose(pad.human_action(0.2), [0.0, 0.0, 0.0, 0.0])
+
+
 def test_gamepad_acts_only_with_the_deadman_held():
     pad = GamepadEeIntervention(XYZ_RPY)
     stick = [0.0] * 8

@@ -64,6 +64,10 @@ class EeTeleop:
         mouse = self.mouse.read_at(now)
         return mouse if mouse is not None else self.pad.read_at(now)
 
+    def release(self) -> None:
+        self.mouse.release()
+        self.pad.release()
+
 
 class ArmCommander:
     def __init__(self, p: Mapping[str, object], lower: np.ndarray, upper: np.ndarray, action_scale: np.ndarray):
@@ -150,6 +154,12 @@ class ArmCommander:
 
     def human_action(self, now: float) -> np.ndarray | None:
         return self.teleop.human_action(now) if self.teleop is not None else None
+
+    def release_teleop(self) -> None:
+        """An episode ended: the next one starts with the policy in control. A person's last readings (a hand
+        resting on the SpaceMouse for `teleop_timeout`) would otherwise drive, and flag, its first steps."""
+        if self.teleop is not None:
+            self.teleop.release()
 
     def person_read_at(self, now: float) -> float | None:
         """When the person in control (SpaceMouse or gamepad) gave the reading that drives now; None while the

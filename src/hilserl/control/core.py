@@ -112,7 +112,9 @@ class ActorCore:
             self.reward.ended_episode()
 
     def episode_finished(self) -> None:
-        """An episode ended: the classifier starts counting afresh, recorded frames start a new episode."""
+        """An episode ended: the classifier starts counting afresh, recorded frames start a new episode, and the
+        next episode starts with the policy in control."""
+        self.commander.release_teleop()
         if self.reward is not None:
             self.reward.reset()
         if self.frame_writer is not None:

@@ -52,6 +52,10 @@ class Intervention:
         """When the person in control sent the reading used now; None while the policy is in control."""
         return self.last.received if self.human_action(now) is not None else None
 
+    def release(self) -> None:
+        """A new episode starts with the policy in control: the next reading with the dead-man held takes over."""
+        self.last = None
+
     def human_action(self, now: float) -> np.ndarray | None:
         r = self.last
         if r is None or now - r.received > self.timeout or not pressed(r.buttons, self.deadman_button):

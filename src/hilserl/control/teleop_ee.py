@@ -50,6 +50,9 @@ class GripperLatch:
             return False
         return True
 
+    def reset(self) -> None:
+        self.value = 0.0
+
 
 def beyond_dead_band(values: np.ndarray, dead_band: float) -> np.ndarray:
     """Values within the dead band read as 0 (a resting stick or puck never drifts the arm)."""
@@ -99,6 +102,12 @@ class SpaceMouseIntervention:
 
     def in_control(self, now: float) -> bool:
         return self.last_active is not None and now - self.last_active <= self.timeout
+
+    def release(self) -> None:
+        """A new episode starts with the policy in control: only motion or a button from now on takes over, and
+        the gripper holds still until a button is pressed again."""
+        self.last_active = None
+        self.gripper.reset()
 
     def read_at(self, now: float) -> float | None:
         """When the person in control last gave a whole reading (twist and, once the driver sent any, buttons);
@@ -165,6 +174,11 @@ class GamepadEeIntervention:
     def read_at(self, now: float) -> float | None:
         """When the person in control sent the reading used now; None while the policy is in control."""
         return self.last.received if self.human_action(now) is not None else None
+
+    def release(self) -> None:
+        """A new episode starts with the policy in control: the next reading with the dead-man held takes over."""
+        self.last = None
+        self.gripper.reset()
 
     def human_action(self, now: float) -> np.ndarray | None:
         r = self.last
