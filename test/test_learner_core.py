@@ -235,3 +235,64 @@ def test_a_checkpoint_swapped_in_is_the_one_cloned_and_keeps_the_encoder_rate(tm
     assert any(k.startswith("encoder") for k in changed) and any(k.startswith("actor") for k in changed)
     assert all(torch.equal(v, old_weights[k]) for k, v in old.inference.state_dict().items())
     assert [g["lr"] for g in new.encoder_opt.param_groups] == pytest.approx([0.1 * new.hyper.lr])
+
+
+def test_cloning_comes_back_in_rounds_on_a_persons_corrections_and_a_restart_owes_only_what_is_left(tmp_path):
+    """clone_every: after the first round, each `every` more intervention transitions owe another round, which
+    clones the corrections too and publishes; a restart on the same state owes only the rounds not done."""
+    import torch
+
+    from hilserl.policies.actor_critic import cloning_loss
+    from hilserl.replay.wire import encode_transitions
+
+    ckpt = init_checkpoint(tmp_path / "ckpt", "drqv2", "--seed", "8", *SMALL)["path"]
+    sent = []
+    settings = LearnerSettings(batch_size=8, warmup_transitions=10, n_step=2, load_demos=False, clone_updates=40,
+                               clone_after=12, clone_every=10, clone_lr=1e-3, clone_batch_size=8)
+    core = LearnerCore(ckpt, settings, publish=lambda payload, meta, reason: sent.append((meta, reason)),
+                       state_dir=tmp_path / "state")
+    config = core.agent.config
+    seq = iter(range(1, 100))
+
+    def drive(core, rows) -> None:  # through the intake, so that a restart replays them from the journal
+        answer = core.intake.offer(encode_transitions(rows, actor_id="/actor#a", seq=next(seq),
+                                                      config_fingerprint=config.fingerprint()))
+        assert not answer.is_rejection, answer
+    drive(core, demonstration(0, 12, config, np.full(config.action_dim, 0.5, np.float32)))
+    while core.cloning.pending():
+        assert core.train_step() == 1
+    assert core.cloning.done == 40 and sent[-1][1] == "cloned on 12 intervention transitions"
+    assert core.health().values["clone_updates_done"] == "40/40"
+    for _ in range(3):
+        assert core.train_step() == 1 and not core.cloning.pending()  # RL between the rounds
+    rl_updates = core.learner_step
+
+    # Corrections: 9 more transitions owe nothing yet, the 10th a round, which learns their action.
+    corrected = np.full(config.action_dim, -0.5, np.float32)
+    drive(core, demonstration(1, 9, config, corrected))
+    assert not core.cloning.pending() and core.cloning.due == 40
+    drive(core, demonstration(2, 6, config, corrected))
+    assert core.cloning.pending() and core.cloning.due == 80
+    assert core.health().values["clone_updates_done"] == "40/80"
+    probe = core.demos.sample(64, np.random.default_rng(1))
+    mask = probe.action[:, 0] < 0  # rows of the corrections
+
+    def loss() -> float:
+        with torch.no_grad():
+            policy = core.agent.inference.eval()
+            state = None if probe.state is None else probe.state[mask]
+            return cloning_loss(policy, probe.pixels[mask], state, probe.action[mask]).item()
+    before = loss()
+    while core.cloning.pending():
+        assert core.train_step() == 1
+    assert core.learner_step == rl_updates  # cloning steps are not RL updates
+    assert loss() < 0.5 * before, (before, loss())
+    assert [reason for _, reason in sent if reason.startswith("cloned")] == [
+        "cloned on 12 intervention transitions", "cloned on 27 intervention transitions"]
+
+    core.save_state()
+    again = LearnerCore(ckpt, settings, publish=lambda *a: None, state_dir=tmp_path / "state")
+    assert again.resumed and again.interventions_stored == 27 and again.cloning.done == 80
+    assert not again.cloning.pending()  # the journal's 27 owe two rounds, both done
+    drive(again, demonstration(3, 5, config, corrected))  # 32: a third round
+    assert again.cloning.pending() and again.cloning.due == 120

@@ -281,12 +281,15 @@ LEARNER_PARAMS = (
           low=0.0, high=1.0),
     Param("guard_alpha", 0.05, "Significance of the one-sided test behind a rollback.", "float", low=0.0,
           high=1.0, above=True),
-    Param("clone_updates", 0, "Behaviour-cloning updates of every inference module on the interventions, once, "
-          "before RL (a new cell: a person's first demonstrations); 0 = none.", "int", low=0),
+    Param("clone_updates", 0, "Behaviour-cloning updates of every inference module on the interventions before "
+          "RL (a new cell: a person's first demonstrations), and per later round (clone_every); 0 = none.", "int",
+          low=0),
     Param("clone_after", 300, "Intervention transitions stored before the cloning updates start (RL waits for "
           "them).", "int", low=1),
     Param("clone_lr", 3e-4, "Learning rate of the cloning updates.", "float", low=0.0, above=True),
     Param("clone_batch_size", 64, "Intervention transitions per cloning update.", "int", low=1),
+    Param("clone_every", 0, "Another clone_updates cloning updates each time this many more intervention "
+          "transitions have arrived (a person's corrections, as in human-gated DAgger); 0 = once.", "int", low=0),
 )
 
 

@@ -6,8 +6,14 @@ sorts the cell out. A person records a few whole demonstrations first, as one wo
 them, every inference module trained (encoder, actor head, grasp critic) as pretraining does, moves the policy
 to the new cell in a minute or two. RL then starts from there, its demonstration buffer already holding them.
 
+With `every` > 0 the cloning comes back in rounds, as in human-gated DAgger: each time `every` more transitions
+a person drove have arrived (their corrections, which start where the policy went wrong), another `updates`
+steps clone the whole intervention buffer again. Round k is owed once `after + (k - 1) * every` are stored, so
+the steps done are all a restart needs to know.
+
     clone_update()   one behaviour-cloning step of every inference module (shared with `pretrain`)
-    CloningPhase     the learner's one-off phase: waits for `after` intervention transitions, then `updates` steps
+    CloningPhase     the learner's cloning: waits for `after` intervention transitions, then `updates` steps
+                     (and another `updates` per `every` more)
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ CLONE_UPDATES = 0  # 0 = no cloning phase
 CLONE_AFTER = 300  # intervention transitions stored before the phase starts (lift: ~6 whole demonstrations)
 CLONE_LR = 3e-4  # pretraining's cloning rate
 CLONE_BATCH_SIZE = 64  # pretraining's cloning batch
+CLONE_EVERY = 0  # intervention transitions per later round; 0 = one round only
 
 
 def clone_update(policy, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, state: torch.Tensor | None,
@@ -42,14 +49,17 @@ def clone_update(policy, optimizer: torch.optim.Optimizer, pixels: torch.Tensor,
 
 
 class CloningPhase:
-    """`updates` cloning steps on the intervention buffer, once it holds `after` transitions a person drove."""
+    """`updates` cloning steps on the intervention buffer, once it holds `after` transitions a person drove, and
+    `updates` more for every `every` transitions after those (0: no more)."""
 
     def __init__(self, agent, updates: int = CLONE_UPDATES, after: int = CLONE_AFTER, lr: float = CLONE_LR,
-                 batch_size: int = CLONE_BATCH_SIZE):
-        if updates < 0 or after < 1 or lr <= 0 or batch_size < 1:
-            raise ValueError(f"invalid cloning phase: updates {updates}, after {after}, lr {lr}, batch {batch_size}")
-        self.updates, self.after, self.lr, self.batch_size = updates, after, lr, batch_size
+                 batch_size: int = CLONE_BATCH_SIZE, every: int = CLONE_EVERY):
+        if updates < 0 or after < 1 or lr <= 0 or batch_size < 1 or every < 0:
+            raise ValueError(f"invalid cloning phase: updates {updates}, after {after}, lr {lr}, batch {batch_size}, "
+                             f"every {every}")
+        self.updates, self.after, self.lr, self.batch_size, self.every = updates, after, lr, batch_size, every
         self.done = 0  # steps done, over the whole run (the learner restores it on resume: no second cloning)
+        self.interventions = 0  # intervention transitions stored (the learner keeps this up to date)
         self.last_loss = float("nan")
         self.attach(agent)
 
@@ -58,8 +68,24 @@ class CloningPhase:
         self.agent = agent
         self.optimizer = agent.speed.adam(list(agent.inference.parameters()), self.lr)
 
+    @property
+    def rounds(self) -> int:
+        """Rounds owed so far, given the intervention transitions stored."""
+        if self.interventions < self.after:
+            return 0
+        return 1 + ((self.interventions - self.after) // self.every if self.every else 0)
+
+    @property
+    def due(self) -> int:
+        """Cloning steps owed so far (done ones included); before the first round, that round's."""
+        return self.updates * max(self.rounds, 1)
+
     def pending(self) -> bool:
-        return self.done < self.updates
+        return self.done < self.due
+
+    def round_ends(self) -> bool:
+        """The last step ended a round: its weights go out."""
+        return self.done > 0 and self.done % self.updates == 0
 
     def waiting_for(self, interventions: int) -> str:
         """Why no cloning step can run yet ('' = one can), given the intervention transitions stored."""

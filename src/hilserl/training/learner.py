@@ -33,7 +33,8 @@ from hilserl.replay.demos import DEMOS_FILE, read_demos
 from hilserl.replay.episode_buffer import GAMMA, N_STEP, MixedSampler, ReplayBuffer
 from hilserl.replay.intake import TransitionIntake
 from hilserl.training import guard as guard_rule
-from hilserl.training.cloning import CLONE_AFTER, CLONE_BATCH_SIZE, CLONE_LR, CLONE_UPDATES, CloningPhase
+from hilserl.training.cloning import (CLONE_AFTER, CLONE_BATCH_SIZE, CLONE_EVERY, CLONE_LR, CLONE_UPDATES,
+                                      CloningPhase)
 from hilserl.training.guard import EpisodeVersions, PublishGuard
 from hilserl.training.loop import (DEMO_RATIO, ENCODER_LR_SCALE, TrainingLoop, TrainSchedule, scale_learning_rate,
                                    set_torch_threads)
@@ -70,6 +71,7 @@ class LearnerSettings(TrainSchedule):
     clone_after: int = CLONE_AFTER
     clone_lr: float = CLONE_LR
     clone_batch_size: int = CLONE_BATCH_SIZE
+    clone_every: int = CLONE_EVERY
 
     @classmethod
     def from_values(cls, values: dict) -> "LearnerSettings":
@@ -144,7 +146,8 @@ class LearnerCore:
             self.episode_versions = EpisodeVersions(self.guard)
         self.loop = TrainingLoop(self.agent, self.sample, s, publish=self.publish_weights, save=self.save_state)
         if s.clone_updates:
-            self.cloning = CloningPhase(self.agent, s.clone_updates, s.clone_after, s.clone_lr, s.clone_batch_size)
+            self.cloning = CloningPhase(self.agent, s.clone_updates, s.clone_after, s.clone_lr, s.clone_batch_size,
+                                        s.clone_every)
         self.resume()
         # Every batch is checked against the policy before it is journalled; the journal is replayed here.
         self.intake = TransitionIntake(self.journal_dir, self.store_batch, lambda: self.agent.config, log=self.log,
@@ -166,7 +169,7 @@ class LearnerCore:
             counters = load_training_state(self.state_dir / "state", self.agent)
             self.loop.counters.learner_step = counters["learner_step"]
             if self.cloning is not None:
-                self.cloning.done = min(counters.get("clone_updates_done", 0), self.cloning.updates)
+                self.cloning.done = counters.get("clone_updates_done", 0)
             source = counters["state_dir"]
         self.log(f"resumed run {self.run_id}: networks from {source}, learner step {self.learner_step}; "
                  f"the next weights are v{self.weights_version + 1}")
@@ -211,6 +214,8 @@ class LearnerCore:
                 if t.intervention:
                     self.demos.add(t, key)
                     self.interventions_stored += 1
+            if self.cloning is not None:
+                self.cloning.interventions = self.interventions_stored
         self.loop.transitions_added(len(transitions))
 
     def buffer_sizes(self) -> dict[str, int]:
@@ -271,9 +276,11 @@ class LearnerCore:
         with self.buffer_lock:
             batch = self.demos.sample(phase.batch_size, self.sampler.rng)
         phase.step(batch)
-        if not phase.pending():
+        if phase.round_ends():
+            rounds = phase.done // phase.updates
             self.log(f"cloned {self.interventions_stored} intervention transitions in {phase.done} updates "
-                     f"(loss {phase.last_loss:.4f}); reinforcement learning starts")
+                     f"(loss {phase.last_loss:.4f}); " + ("reinforcement learning starts" if rounds == 1 else
+                                                        f"round {rounds}, reinforcement learning goes on"))
             self.loop.hold_actor()
             self.publish_weights(reason=f"cloned on {self.interventions_stored} intervention transitions")
         return 1
@@ -377,7 +384,7 @@ class LearnerCore:
             values["training"] = ("stopped" if self.training_error else self.waiting_for()
                                   or ("cloning" if cloning else "updating"))
         if self.cloning is not None:
-            values["clone_updates_done"] = f"{self.cloning.done}/{self.cloning.updates}"
+            values["clone_updates_done"] = f"{self.cloning.done}/{self.cloning.due}"
         values |= {f"buffer/{k}": v for k, v in self.buffer_sizes().items()}
         values |= {f"loss/{k}": v for k, v in self.last_metrics().items()}
         intake = self.intake
