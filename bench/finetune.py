@@ -1,7 +1,8 @@
 """HIL-SERL on a cell unlike the training sim: the shipped checkpoint fine-tuned through the whole ROS loop
 (sim `variant` paced lock-step + learner with config/learner.yaml's protections and finetune_run.py's
-SHIFTED_LEARNER + actor + the simulated operator with SHIFTED_OPERATOR), against three other arms under the
-same budget and on the same sim seeds:
+SHIFTED_LEARNER + actor + the simulated operator with SHIFTED_OPERATOR; each with the task's own settings
+over those, TASK_LEARNER, TASK_ACTOR and TASK_OPERATOR below), against three other arms under the same budget
+and on the same sim seeds:
 
   main         the shipped checkpoint, learning, with the operator
   pretrained   (a) the shipped checkpoint without learning (learner `training: false`), no operator
@@ -60,7 +61,23 @@ EPISODE_STEPS = {"reach": 40}
 # Its safe box's floor is lowered to 5 mm: a policy grasping the cube low (the gripper centre 1-2 cm above the
 # table, which the workspace box allows down to 1 cm) is not in danger, and at the default 2 cm the operator took
 # over in the middle of such grasps (measured: 40% of its takeovers on the shifted cell, at steps 25-30).
-TASK_OPERATOR = {"lift": {"takeover_steps": 50, "safe_lower": [0.30, -0.30, 0.005]}}
+# It demonstrates the first 10 episodes whole (a person's demonstrations on a new cell, which the learner clones
+# first: TASK_LEARNER), and gives a grasp 12 steps without progress (2 s) before it steps in: at 5, it took over
+# grasps that were still closing.
+TASK_OPERATOR = {"lift": {"takeover_steps": 50, "safe_lower": [0.30, -0.30, 0.005], "demo_episodes": 10,
+                          "stall_steps": 12}}
+# The learner's settings per task, over SHIFTED_LEARNER. Lift's shifted cell changes what the cameras see, which
+# the TD loss teaches the encoder slowly: the learner clones the ten demonstrations into every module first
+# (600 updates once 350 demonstrated transitions are in), then clones again every 150 transitions of the
+# operator's corrections (human-gated DAgger), with RL in between on the cloned encoder (a hundredth of the
+# rate) and behaviour cloning weighted 20 in the actor's loss. Only this cell's transitions are imitated
+# (load_demos false: the standard cell's demonstrations look different).
+TASK_LEARNER = {"lift": {"clone_updates": 600, "clone_after": 350, "clone_every": 150, "load_demos": False,
+                         "encoder_lr_scale": 0.01, "bc_weight": 20.0}}
+# The actor's settings per task. The simulated operator's hand does not drift, so the SpaceMouse dead band (0.1,
+# 2 mm a step, for a resting hand) is off on lift: it cut the expert's fine corrections over the cube to "stay"
+# (measured: cloning its demonstrations lifted 32 of 81 episodes with the dead band off, 21 of 79 with it).
+TASK_ACTOR = {"lift": {"teleop_dead_band": 0.0}}
 SEED = 9_000_000  # the seeds README's shifted-cell table evaluates on
 WINDOW = 20  # consecutive episodes that must reach TARGET
 TARGET = 0.9
@@ -74,7 +91,9 @@ def arms(checkpoint: Path, fresh: Path, learner: dict, operator: dict) -> dict[s
     return {
         "main": {"checkpoint": checkpoint, "learner": learning, "operator": SHIFTED_OPERATOR | operator},
         "pretrained": {"checkpoint": checkpoint, "learner": {"training": False}, "operator": None},
-        "no-operator": {"checkpoint": checkpoint, "learner": learning, "operator": None},
+        # nobody demonstrates: no cloning phase to wait for
+        "no-operator": {"checkpoint": checkpoint, "operator": None,
+                        "learner": {k: v for k, v in learning.items() if not k.startswith("clone_")}},
         "fresh": {"checkpoint": fresh, "learner": learning, "operator": SHIFTED_OPERATOR | operator},
     }
 
@@ -196,12 +215,13 @@ def main(argv: list[str]) -> int:
         p.error(f"unknown variant {args.variant!r}; choose from {sorted(VARIANTS)}")
     if args.budget_episodes < 1 or args.budget_minutes <= 0:
         p.error("the budget needs at least 1 episode and more than 0 minutes")
-    actor = reward_classifier_params(args.reward_classifier, args.task) | args.actor
+    actor = TASK_ACTOR.get(args.task, {}) | reward_classifier_params(args.reward_classifier, args.task) | args.actor
     runs, rows = {}, []
     with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
         checkpoint = CHECKPOINTS[args.task]
         fresh = init_fresh(Path(tmp) / "fresh-ckpt", args.seed, checkpoint) if "fresh" in names else Path(tmp)
-        settings = arms(checkpoint, fresh, args.learner, TASK_OPERATOR.get(args.task, {}) | args.operator)
+        settings = arms(checkpoint, fresh, TASK_LEARNER.get(args.task, {}) | args.learner,
+                        TASK_OPERATOR.get(args.task, {}) | args.operator)
         for name in names:
             arm, started = settings[name], time.monotonic()
 
