@@ -94,6 +94,9 @@ def test_observations_act_once_per_step_every_sensor_shows_and_only_with_its_rep
     assert sensors.current_report(ledger, uses_reports=True) == (False, None)  # the sim's report is not in
     ledger.add(report(0, 1))  # stamp (1, 0)
     assert sensors.current_report(ledger, uses_reports=True) == (True, report(0, 1))
+    assert sensors.current_report(ledger, uses_reports=True) == (True, report(0, 1))  # not acted on yet: it waits
+    assert sensors.shown_at == 0.0  # the step's first sensor message (the joint state) came at 0.0
+    sensors.take()
     assert sensors.current_report(ledger, uses_reports=True) == (False, None)  # that step was acted on
 
 def test_step_report_json_round_trip_and_malformed_input():
