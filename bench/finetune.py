@@ -62,8 +62,8 @@ EPISODE_STEPS = {"reach": 40}
 # table, which the workspace box allows down to 1 cm) is not in danger, and at the default 2 cm the operator took
 # over in the middle of such grasps (measured: 40% of its takeovers on the shifted cell, at steps 25-30).
 # It demonstrates the first 10 episodes whole (a person's demonstrations on a new cell, which the learner clones
-# first: TASK_LEARNER), and gives a grasp 12 steps without progress (2 s) before it steps in: at 5, it took over
-# grasps that were still closing.
+# first: TASK_LEARNER), and gives a grasp 12 steps without progress (2 s) before it steps in, as a person
+# watching a grasp would: at 5 it took over at the cube in nearly every episode (README, lift on the shifted cell).
 TASK_OPERATOR = {"lift": {"takeover_steps": 50, "safe_lower": [0.30, -0.30, 0.005], "demo_episodes": 10,
                           "stall_steps": 12}}
 # The learner's settings per task, over SHIFTED_LEARNER. Lift's shifted cell changes what the cameras see, which
