@@ -200,7 +200,7 @@ def test_a_cloning_phase_learns_a_persons_first_demonstrations_before_rl_and_onl
             return cloning_loss(core.agent.inference.eval(), probe.pixels, probe.state, probe.action).item()
     before = loss()
     steps = 0
-    while core.cloning.pending():
+    while core.cloning_pending():
         assert core.train_step() == 1 and core.learner_step == 0  # cloning steps are not RL updates
         steps += 1
     assert steps == 60 and loss() < 0.2 * before, (before, loss())
@@ -211,7 +211,7 @@ def test_a_cloning_phase_learns_a_persons_first_demonstrations_before_rl_and_onl
     assert core.train_step() == 1 and core.learner_step == 1  # then reinforcement learning
     core.save_state()
     again = LearnerCore(ckpt, settings, publish=lambda *a: None, state_dir=tmp_path / "state")
-    assert again.resumed and not again.cloning.pending() and "cloning" not in again.waiting_for()
+    assert again.resumed and not again.cloning_pending() and "cloning" not in again.waiting_for()
 
 
 def test_a_checkpoint_swapped_in_is_the_one_cloned_and_keeps_the_encoder_rate(tmp_path):
@@ -259,20 +259,20 @@ def test_cloning_comes_back_in_rounds_on_a_persons_corrections_and_a_restart_owe
                                                       config_fingerprint=config.fingerprint()))
         assert not answer.is_rejection, answer
     drive(core, demonstration(0, 12, config, np.full(config.action_dim, 0.5, np.float32)))
-    while core.cloning.pending():
+    while core.cloning_pending():
         assert core.train_step() == 1
     assert core.cloning.done == 40 and sent[-1][1] == "cloned on 12 intervention transitions"
     assert core.health().values["clone_updates_done"] == "40/40"
     for _ in range(3):
-        assert core.train_step() == 1 and not core.cloning.pending()  # RL between the rounds
+        assert core.train_step() == 1 and not core.cloning_pending()  # RL between the rounds
     rl_updates = core.learner_step
 
     # Corrections: 9 more transitions owe nothing yet, the 10th a round, which learns their action.
     corrected = np.full(config.action_dim, -0.5, np.float32)
     drive(core, demonstration(1, 9, config, corrected))
-    assert not core.cloning.pending() and core.cloning.due == 40
+    assert not core.cloning_pending() and core.cloning.due(core.interventions_stored) == 40
     drive(core, demonstration(2, 6, config, corrected))
-    assert core.cloning.pending() and core.cloning.due == 80
+    assert core.cloning_pending() and core.cloning.due(core.interventions_stored) == 80
     assert core.health().values["clone_updates_done"] == "40/80"
     probe = core.demos.sample(64, np.random.default_rng(1))
     mask = probe.action[:, 0] < 0  # rows of the corrections
@@ -283,7 +283,7 @@ def test_cloning_comes_back_in_rounds_on_a_persons_corrections_and_a_restart_owe
             state = None if probe.state is None else probe.state[mask]
             return cloning_loss(policy, probe.pixels[mask], state, probe.action[mask]).item()
     before = loss()
-    while core.cloning.pending():
+    while core.cloning_pending():
         assert core.train_step() == 1
     assert core.learner_step == rl_updates  # cloning steps are not RL updates
     assert loss() < 0.5 * before, (before, loss())
@@ -293,6 +293,6 @@ def test_cloning_comes_back_in_rounds_on_a_persons_corrections_and_a_restart_owe
     core.save_state()
     again = LearnerCore(ckpt, settings, publish=lambda *a: None, state_dir=tmp_path / "state")
     assert again.resumed and again.interventions_stored == 27 and again.cloning.done == 80
-    assert not again.cloning.pending()  # the journal's 27 owe two rounds, both done
+    assert not again.cloning_pending()  # the journal's 27 owe two rounds, both done
     drive(again, demonstration(3, 5, config, corrected))  # 32: a third round
-    assert again.cloning.pending() and again.cloning.due == 120
+    assert again.cloning_pending() and again.cloning.due(again.interventions_stored) == 120

@@ -59,7 +59,6 @@ class CloningPhase:
                              f"every {every}")
         self.updates, self.after, self.lr, self.batch_size, self.every = updates, after, lr, batch_size, every
         self.done = 0  # steps done, over the whole run (the learner restores it on resume: no second cloning)
-        self.interventions = 0  # intervention transitions stored (the learner keeps this up to date)
         self.last_loss = float("nan")
         self.attach(agent)
 
@@ -68,20 +67,18 @@ class CloningPhase:
         self.agent = agent
         self.optimizer = agent.speed.adam(list(agent.inference.parameters()), self.lr)
 
-    @property
-    def rounds(self) -> int:
-        """Rounds owed so far, given the intervention transitions stored."""
-        if self.interventions < self.after:
+    def rounds(self, interventions: int) -> int:
+        """Rounds owed, given the intervention transitions stored."""
+        if interventions < self.after:
             return 0
-        return 1 + ((self.interventions - self.after) // self.every if self.every else 0)
+        return 1 + ((interventions - self.after) // self.every if self.every else 0)
 
-    @property
-    def due(self) -> int:
-        """Cloning steps owed so far (done ones included); before the first round, that round's."""
-        return self.updates * max(self.rounds, 1)
+    def due(self, interventions: int) -> int:
+        """Cloning steps owed (done ones included); before the first round, that round's."""
+        return self.updates * max(self.rounds(interventions), 1)
 
-    def pending(self) -> bool:
-        return self.done < self.due
+    def pending(self, interventions: int) -> bool:
+        return self.done < self.due(interventions)
 
     def round_ends(self) -> bool:
         """The last step ended a round: its weights go out."""

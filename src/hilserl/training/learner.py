@@ -214,8 +214,6 @@ class LearnerCore:
                 if t.intervention:
                     self.demos.add(t, key)
                     self.interventions_stored += 1
-            if self.cloning is not None:
-                self.cloning.interventions = self.interventions_stored
         self.loop.transitions_added(len(transitions))
 
     def buffer_sizes(self) -> dict[str, int]:
@@ -233,7 +231,7 @@ class LearnerCore:
         """Why no update can run now ('' = one can): the cloning phase's wait, warm-up, or no complete n-step window
         to sample."""
         s, c = self.settings, self.loop.counters
-        if self.cloning is not None and self.cloning.pending():
+        if self.cloning_pending():
             with self.buffer_lock:
                 waiting = self.cloning.waiting_for(self.interventions_stored)
                 if not waiting and not self.demos.has_window():
@@ -261,13 +259,17 @@ class LearnerCore:
             return 0
         try:
             with self.lock:
-                if self.cloning is not None and self.cloning.pending():
+                if self.cloning_pending():
                     return self.clone_step()
                 self.apply_guard()
                 return self.loop.train_some(len(self.online), max_updates=1)
         except Exception as err:
             self.training_error = f"{type(err).__name__}: {err}"
             raise
+
+    def cloning_pending(self) -> bool:
+        """Cloning steps are owed for the intervention transitions stored so far."""
+        return self.cloning is not None and self.cloning.pending(self.interventions_stored)
 
     def clone_step(self) -> int:
         """One step of the cloning phase on the intervention buffer; its last step publishes the cloned weights and
@@ -380,11 +382,11 @@ class LearnerCore:
         }
         if self.loop is not None:
             values["transitions_seen"] = self.loop.counters.transitions_seen
-            cloning = self.cloning is not None and self.cloning.pending()
+            cloning = self.cloning_pending()
             values["training"] = ("stopped" if self.training_error else self.waiting_for()
                                   or ("cloning" if cloning else "updating"))
         if self.cloning is not None:
-            values["clone_updates_done"] = f"{self.cloning.done}/{self.cloning.due}"
+            values["clone_updates_done"] = f"{self.cloning.done}/{self.cloning.due(self.interventions_stored)}"
         values |= {f"buffer/{k}": v for k, v in self.buffer_sizes().items()}
         values |= {f"loss/{k}": v for k, v in self.last_metrics().items()}
         intake = self.intake
