@@ -34,6 +34,7 @@ bringup uses it; `none` for the sim's own reward.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -204,6 +205,10 @@ def main(argv: list[str]) -> int:
                    "encoder_lr_scale=0.1")
     p.add_argument("--actor", type=overrides, default={}, metavar="K=V,..",
                    help="actor parameters over the bench's own, every arm (e.g. teleop_dead_band=0.05)")
+    p.add_argument("--checkpoint", type=Path, metavar="DIR", help="the pretrained checkpoint the arms start from "
+                   "(default: the task's shipped one, checkpoints/TASK)")
+    p.add_argument("--keep", type=Path, metavar="DIR", help="keep each arm's logs and learner state (its latest "
+                   "checkpoint included) under DIR/ARM (default: a temporary directory, removed at the end)")
     p.add_argument("--out", default="finetune.png")
     args = p.parse_args(argv)
     from hilserl.sim.task import VARIANTS, TaskConfig
@@ -213,12 +218,19 @@ def main(argv: list[str]) -> int:
         p.error(f"unknown arms {unknown}; choose from main, pretrained, no-operator, fresh")
     if args.variant not in VARIANTS:
         p.error(f"unknown variant {args.variant!r}; choose from {sorted(VARIANTS)}")
+    if args.checkpoint and not (args.checkpoint / "config.json").is_file():
+        p.error(f"--checkpoint {args.checkpoint}: no config.json there; give a checkpoint directory")
+    if args.keep and (taken := [a for a in names if (args.keep / a).exists()]):
+        p.error(f"--keep {args.keep}: {taken} there already (a learner would resume that run); give a new directory")
     if args.budget_episodes < 1 or args.budget_minutes <= 0:
         p.error("the budget needs at least 1 episode and more than 0 minutes")
     actor = TASK_ACTOR.get(args.task, {}) | reward_classifier_params(args.reward_classifier, args.task) | args.actor
     runs, rows = {}, []
-    with tempfile.TemporaryDirectory(prefix="finetune-") as tmp:
-        checkpoint = CHECKPOINTS[args.task]
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory(prefix="finetune-") \
+            as tmp:
+        checkpoint = args.checkpoint or CHECKPOINTS[args.task]
         fresh = init_fresh(Path(tmp) / "fresh-ckpt", args.seed, checkpoint) if "fresh" in names else Path(tmp)
         settings = arms(checkpoint, fresh, TASK_LEARNER.get(args.task, {}) | args.learner,
                         TASK_OPERATOR.get(args.task, {}) | args.operator)

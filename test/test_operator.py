@@ -141,3 +141,71 @@ def test_demo_noise_wanders_in_demonstrations_only():
     assert all(a.kind == b.kind and np.array_equal(a.twist, b.twist) for a, b in corrections)
     with pytest.raises(ValueError, match="demo_noise"):
         OperatorSettings(demo_noise=-0.1)
+
+
+def lift_view(step: int, tcp, finger: float, cube=CUBE) -> SceneView:
+    return SceneView(episode=0, step=step, tcp=np.asarray(tcp, dtype=float), cube_position=np.asarray(cube),
+                     cube_quaternion=UPRIGHT, target_position=np.asarray(cube) + [0, 0, 0.08],
+                     joint_positions=np.asarray([*HOME[:7], finger]))
+
+
+def test_an_arm_off_the_experts_course_is_taken_over_after_stray_steps_and_one_on_it_never():
+    space = EeActionSpace("xyz")
+    follows = operator("lift", stray_steps=2, stall_steps=50, takeover_steps=3)
+    tcp = np.array([0.45, -0.10, 0.30])
+    for step in range(12):  # the arm makes 70% of each of the expert's steps: on course all the way down
+        assert follows.step(lift_view(step, tcp, 0.04)).kind == WATCH
+        obs = follows.observation(lift_view(step, tcp, 0.04))
+        waypoint, yaw, _ = follows.expert.plan(obs)
+        tcp = tcp + 0.7 * follows.expert.ee_motion(obs, waypoint, yaw) * space.step
+    assert follows.strays == 0
+
+    hovers = operator("lift", stray_steps=2, stall_steps=50, takeover_steps=2)
+    above = np.array([0.45, -0.10, 0.30])
+    kinds = [hovers.step(lift_view(s, above, 0.04)) for s in range(3)]  # still, where the expert heads down
+    assert [d.kind for d in kinds] == [WATCH, WATCH, TAKE_OVER]
+    assert "strayed for 2 steps" in kinds[-1].reason and "toward its waypoint" in kinds[-1].reason
+    assert [hovers.step(lift_view(s, above, 0.04)).kind for s in (3, 4)] == [DRIVE, LET_GO]
+    # The let-go step executes the resting reading: judged afresh from the next view, so the arm gets
+    # stray_steps steps of its own before it is taken over again.
+    assert [hovers.step(lift_view(s, above, 0.04)).kind for s in (5, 6, 7)] == [WATCH, WATCH, TAKE_OVER]
+    with pytest.raises(ValueError, match="stray_steps"):
+        OperatorSettings(stray_steps=-1)
+    with pytest.raises(ValueError, match="stray_fraction"):
+        OperatorSettings(stray_fraction=1.5)
+
+
+def test_at_the_cube_fingers_that_stay_open_stray_and_fingers_closed_on_it_do_not():
+    at_cube = CUBE.copy()  # the gripper centre on the cube's: the expert closes
+    open_hand = operator("lift", stray_steps=2, stall_steps=50)
+    kinds = [open_hand.step(lift_view(s, at_cube, 0.04)) for s in range(3)]
+    assert [d.kind for d in kinds] == [WATCH, WATCH, TAKE_OVER] and "not closing" in kinds[-1].reason
+    assert kinds[-1].buttons == (1, 0)
+
+    holding = operator("lift", stray_steps=2, stall_steps=50)
+    half = holding.expert.config.cube_size / 2
+    # closing 5 mm a step (the expert's step there is short), then stopped on the cube's sides and rising with it
+    closing = [holding.step(lift_view(s, at_cube, f)).kind for s, f in enumerate((0.04, 0.035, 0.030))]
+    rising = [holding.step(lift_view(3 + s, at_cube + [0, 0, 0.015 * s], half, cube=at_cube + [0, 0, 0.015 * s]))
+              for s in range(4)]
+    assert closing + [d.kind for d in rising] == [WATCH] * 7
+    # held but not rising (the expert lifts at full speed): off course
+    assert holding.step(lift_view(7, at_cube + [0, 0, 0.045], half, cube=at_cube + [0, 0, 0.045])).kind == WATCH
+    assert holding.step(lift_view(8, at_cube + [0, 0, 0.045], half, cube=at_cube + [0, 0, 0.045])).kind == TAKE_OVER
+    opening = operator("lift", stray_steps=1, stall_steps=50)
+    opening.step(lift_view(0, at_cube, half))
+    risen = at_cube + [0, 0, 0.02]  # rises as the expert does, but the fingers let go of the cube
+    assert "not closing" in opening.step(lift_view(1, risen, half + 0.004, cube=risen)).reason
+
+
+def test_off_is_off_and_an_open_hand_away_from_the_cube_closing_strays():
+    never = operator("lift", stall_steps=50)  # stray_steps 0: only stalls and the safe box
+    assert all(never.step(lift_view(s, [0.45, -0.1, 0.3], 0.04)).kind == WATCH for s in range(20))
+    closing = operator("lift", stray_steps=1, stall_steps=50)
+    far = np.array([0.45, -0.10, 0.30])
+    closing.step(lift_view(0, far, 0.04))
+    obs = closing.observation(lift_view(0, far, 0.04))
+    waypoint, yaw, _ = closing.expert.plan(obs)
+    on_course = far + closing.expert.ee_motion(obs, waypoint, yaw) * 0.02
+    decision = closing.step(lift_view(1, on_course, 0.034))  # on course, but closing the fingers far from the cube
+    assert decision.kind == TAKE_OVER and "where the expert opens" in decision.reason

@@ -125,3 +125,25 @@ def test_a_human_action_into_the_box_wall_is_stored_clipped():
     mouse.update_twist(0.0, (1.0, 0.0, 0.0), (0.0, 0.0, 0.0))
     command = controller.command(q, mouse.human_action(0.0))
     np.testing.assert_allclose(command.executed_action, [0.25, 0.0, 0.0, 0.0], atol=2e-3)  # 5 mm of 2 cm
+
+
+def test_with_release_at_rest_a_resting_puck_hands_back_at_once_and_a_held_button_keeps_control():
+    mouse = SpaceMouseIntervention(XYZ, timeout=0.5, release_at_rest=True)
+    mouse.update_twist(1.0, (0.6, 0.0, 0.0), (0.0, 0.0, 0.0))
+    mouse.update_buttons(joy(1.0, buttons=(1, 0)))  # driving, the close button held
+    np.testing.assert_allclose(mouse.human_action(1.05), [0.6, 0.0, 0.0, -1.0])
+    mouse.update_twist(1.1, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))  # the puck at rest, the button still held
+    np.testing.assert_allclose(mouse.human_action(1.1), [0.0, 0.0, 0.0, -1.0])  # squeezing: still the person's
+    mouse.update_buttons(joy(1.11, buttons=(0, 0)))  # and the button released: let go
+    assert mouse.human_action(1.11) is None and mouse.read_at(1.11) is None  # well within teleop_timeout
+    mouse.update_twist(1.2, (0.0, -0.4, 0.0), (0.0, 0.0, 0.0))  # motion takes over again, the latch kept
+    np.testing.assert_allclose(mouse.human_action(1.2), [0.0, -0.4, 0.0, -1.0])
+    mouse.update_twist(1.3, (0.05, 0.0, 0.0), (0.0, 0.0, 0.0))  # within the dead band, no button: at rest
+    assert mouse.human_action(1.3) is None
+    # Without release the same readings hold the arm still, as the person's action, until teleop_timeout.
+    holds = SpaceMouseIntervention(XYZ, timeout=0.5)
+    holds.update_twist(1.0, (0.6, 0.0, 0.0), (0.0, 0.0, 0.0))
+    holds.update_buttons(joy(1.0, buttons=(1, 0)))
+    holds.update_twist(1.1, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+    holds.update_buttons(joy(1.11, buttons=(0, 0)))
+    np.testing.assert_allclose(holds.human_action(1.3), [0.0, 0.0, 0.0, -1.0])

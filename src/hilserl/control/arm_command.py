@@ -42,7 +42,7 @@ class EeTeleop:
 
     def __init__(self, space, p: Mapping[str, object]):
         self.mouse = SpaceMouseIntervention(space, dead_band=p["teleop_dead_band"], scale=p["teleop_scale"],
-                                            timeout=p["teleop_timeout"])
+                                            timeout=p["teleop_timeout"], release_at_rest=p["teleop_release_at_rest"])
         mapping = GamepadEeMapping(axes=tuple(p["ee_teleop_axes"]), signs=tuple(p["ee_teleop_signs"]),
                                    deadman_button=p["ee_deadman_button"], close_button=p["ee_close_button"],
                                    open_button=p["ee_open_button"], success_button=p["ee_success_button"],

@@ -7,7 +7,10 @@ The gripper value is latched: the close button makes it -1 and the open button +
 
 SpaceMouse (the ROS `spacenav` driver: geometry_msgs/Twist on /spacenav/twist, sensor_msgs/Joy on
 /spacenav/joy): motion beyond `dead_band` on any axis, or a button, takes over; silence (nothing beyond the
-dead band, no button) for `timeout` seconds hands back to the policy. Twist linear x, y, z -> dx, dy, dz;
+dead band, no button) for `timeout` seconds hands back to the policy: the arm holds still meanwhile, recorded as
+the person's action. With `release_at_rest` a resting puck (a twist and a Joy reading with nothing beyond the dead band
+and no button) hands back at once, as HIL-SERL's SpaceMouse does: letting go leaves no "hold still" steps in the
+person's corrections, which cloning and the BC term would otherwise learn as hesitation. Twist linear x, y, z -> dx, dy, dz;
 angular x, y, z -> droll, dpitch, dyaw. Its left button (0) closes the gripper, its right (1) opens it.
 
     mouse = SpaceMouseIntervention(EeActionSpace("xyz"))
@@ -72,11 +75,13 @@ class SpaceMouseIntervention:
     timeout: float = 0.5  # s of silence that hands back to the policy
     close_button: int = 0
     open_button: int = 1
+    release_at_rest: bool = False  # a resting puck hands back at once (else after `timeout`, holding still meanwhile)
     gripper: GripperLatch = field(init=False)
     motion: np.ndarray = field(init=False)  # the latest twist as [x, y, z, roll, pitch, yaw], dead band applied
     motion_received: float | None = field(init=False, default=None)
     buttons_received: float | None = field(init=False, default=None)
     last_active: float | None = field(init=False, default=None)  # newest motion beyond the dead band, or button
+    button_held: bool = field(init=False, default=False)  # in the latest Joy reading
 
     def __post_init__(self) -> None:
         if self.dead_band < 0 or self.timeout <= 0:
@@ -94,11 +99,21 @@ class SpaceMouseIntervention:
         self.motion_received = received
         if self.motion.any():
             self.last_active = received
+        else:
+            self.let_go_if_at_rest()
 
     def update_buttons(self, reading: TeleopReading) -> None:
         self.buttons_received = reading.received
-        if self.gripper.update(reading.buttons):
+        self.button_held = self.gripper.update(reading.buttons)
+        if self.button_held:
             self.last_active = reading.received
+        elif not self.motion.any():
+            self.let_go_if_at_rest()
+
+    def let_go_if_at_rest(self) -> None:
+        """With `release_at_rest`: the puck at rest and no button held is the person letting go."""
+        if self.release_at_rest and not self.button_held:
+            self.last_active = None
 
     def in_control(self, now: float) -> bool:
         return self.last_active is not None and now - self.last_active <= self.timeout
@@ -107,6 +122,7 @@ class SpaceMouseIntervention:
         """A new episode starts with the policy in control: only motion or a button from now on takes over, and
         the gripper holds still until a button is pressed again."""
         self.last_active = None
+        self.button_held = False
         self.gripper.reset()
 
     def read_at(self, now: float) -> float | None:

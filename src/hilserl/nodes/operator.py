@@ -1,8 +1,8 @@
 """Simulated operator node: a stand-in for the person at the SpaceMouse (decisions: hilserl/sim/operator.py).
 
-It reads what a person at the cell sees and, when the policy stalls or strays out of the safe box, takes
-over through the same topics a SpaceMouse driver publishes, so the actor records an intervention exactly
-as it would for a person. It never talks to the learner or the actor otherwise.
+It reads what a person at the cell sees and, when the policy stalls, strays out of the safe box or (with
+stray_steps) off the expert's course, takes over through the same topics a SpaceMouse driver publishes, so the
+actor records an intervention exactly as it would for a person. It never talks to the learner or the actor otherwise.
 
 Topics
   joint_states_topic (sub)   sensor_msgs/JointState: the finger opening and (ee_axes xyz_rpy) the TCP's
@@ -58,7 +58,8 @@ class OperatorNode(Node):
             settings = OperatorSettings(
                 stall_steps=p["stall_steps"], progress_epsilon=p["progress_epsilon"],
                 takeover_steps=p["takeover_steps"], max_interventions_per_episode=p["max_interventions_per_episode"],
-                demo_episodes=p["demo_episodes"], demo_noise=p["demo_noise"],
+                demo_episodes=p["demo_episodes"], demo_noise=p["demo_noise"], stray_steps=p["stray_steps"],
+                stray_fraction=p["stray_fraction"],
                 twist_scale=p["twist_scale"], safe_lower=tuple(p["safe_lower"]), safe_upper=tuple(p["safe_upper"]))
             space = EeActionSpace(p["ee_axes"], p["ee_step"], p["ee_rot_step"])
         except ValueError as err:

@@ -370,6 +370,9 @@ ACTOR_PARAMS = (
           "failure (-1 = none).", "int", low=-1),
     Param("teleop_timeout", 0.5, "Seconds: a silent teleop device hands control back.", "float", low=0.0,
           above=True),
+    Param("teleop_release_at_rest", False, "ee_delta SpaceMouse: a resting puck (no motion beyond teleop_dead_band, no "
+          "button) hands back at once instead of after teleop_timeout, so letting go records no 'hold still' "
+          "steps as the person's action.", "bool"),
     Param("teleop_wait", 0.1, "Lock-step only: seconds a step waits, while a person is in control, for their "
           "reading made after the step was shown (0 = act at once on their previous reading).", "float",
           low=0.0, high=1.0),
@@ -423,6 +426,10 @@ OPERATOR_PARAMS = (
           "before it only watches and corrects (demonstrations on this cell).", "int", low=0),
     Param("demo_noise", _OPERATOR.demo_noise, "Std of the Gaussian noise on its motion in those demonstrations "
           "(action units): a person's hand is not a script.", "float", low=0.0),
+    Param("stray_steps", _OPERATOR.stray_steps, "Steps in a row the arm goes off the expert's course (heads "
+          "elsewhere, or its fingers go the other way) after which it takes over; 0 = never.", "int", low=0),
+    Param("stray_fraction", _OPERATOR.stray_fraction, "Fraction of the expert's step the arm must make toward the "
+          "expert's waypoint to count as on course.", "float", low=0.0, high=1.0),
     Param("twist_scale", _OPERATOR.twist_scale, "Twist published per unit of the expert's action: 1 / the actor's "
           "teleop_scale.", "float", low=0.0, above=True),
     Param("safe_lower", list(_OPERATOR.safe_lower), "Safe box, lower x, y, z of the gripper centre (m, base "

@@ -13,8 +13,14 @@ positions, from the sim's ground truth) and answers a `Decision`:
 When it takes over (at most `max_interventions_per_episode` times an episode):
   stalled   the task's distance to go has not come below its best of the episode by more than
             `progress_epsilon` for `stall_steps` steps;
-  unsafe    the gripper centre is outside the safe box [safe_lower, safe_upper] (base frame, m).
-It drives for `takeover_steps` steps, then lets go and starts judging progress afresh.
+  unsafe    the gripper centre is outside the safe box [safe_lower, safe_upper] (base frame, m);
+  strayed   (with `stray_steps` > 0) for that many steps in a row the arm did not do roughly what the expert
+            would have done from where it was: it made less than `stray_fraction` of the expert's step toward
+            the expert's waypoint, or its fingers went the other way (closed when the expert opens, opened or
+            stayed wide open when the expert closes). A person watching sees the arm head the wrong way or
+            hover over the cube without grasping it, and corrects it there, where the policy goes wrong
+            (human-gated DAgger), rather than after a long stall.
+It drives for `takeover_steps` steps, then lets go and starts judging progress and course afresh.
 
 Before any of that, the first `demo_episodes` episodes it sees it drives from their first step to their end:
 a person's demonstrations on the cell, as HIL-SERL starts a run on a real robot (the actor records them as
@@ -49,6 +55,9 @@ WATCH, TAKE_OVER, DRIVE, LET_GO = "watch", "take_over", "drive", "let_go"
 CLOSE_BUTTON, OPEN_BUTTON = 0, 1  # the SpaceMouse's left and right buttons, as the actor reads them
 SAFE_LOWER = (0.30, -0.30, 0.02)  # m, base frame: well inside the actor's workspace box
 SAFE_UPPER = (0.75, 0.30, 0.55)
+MIN_MOTION = 0.2  # action units: an expert step shorter than this (4 mm) asks the arm to hold, not to head somewhere
+FINGER_SLACK = 0.001  # m of finger motion that counts as the fingers moving
+OPEN_BEYOND_CUBE = 0.004  # m: fingers this much wider than the cube's half-width are not closed on it
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,8 @@ class OperatorSettings:
     # A person's hand is not a script: std of the Gaussian noise on the demonstrations' motion (action units).
     # It also makes them show how to come back from a little off the path, which cloning needs.
     demo_noise: float = 0.0
+    stray_steps: int = 0  # steps in a row off the expert's course that make it take over (0: never)
+    stray_fraction: float = 0.25  # of the expert's step the arm must make toward the expert's waypoint
     twist_scale: float = 1.0  # twist per unit of action: 1 / the actor's teleop_scale
     safe_lower: tuple[float, float, float] = SAFE_LOWER
     safe_upper: tuple[float, float, float] = SAFE_UPPER
@@ -73,13 +84,15 @@ class OperatorSettings:
             raise ValueError(f"the safe box needs 3 lower and 3 upper bounds with lower < upper, got "
                              f"{list(self.safe_lower)} and {list(self.safe_upper)}")
         if self.stall_steps < 1 or self.takeover_steps < 1 or self.max_interventions_per_episode < 0 \
-                or self.demo_episodes < 0:
-            raise ValueError(f"stall_steps and takeover_steps must be >= 1, max_interventions_per_episode and "
-                             f"demo_episodes >= 0, got {self.stall_steps}, {self.takeover_steps}, "
-                             f"{self.max_interventions_per_episode}, {self.demo_episodes}")
-        if self.progress_epsilon < 0 or self.twist_scale <= 0 or self.demo_noise < 0:
-            raise ValueError(f"progress_epsilon and demo_noise must be >= 0 and twist_scale > 0, got "
-                             f"{self.progress_epsilon}, {self.demo_noise} and {self.twist_scale}")
+                or self.demo_episodes < 0 or self.stray_steps < 0:
+            raise ValueError(f"stall_steps and takeover_steps must be >= 1, max_interventions_per_episode, "
+                             f"demo_episodes and stray_steps >= 0, got {self.stall_steps}, {self.takeover_steps}, "
+                             f"{self.max_interventions_per_episode}, {self.demo_episodes}, {self.stray_steps}")
+        if self.progress_epsilon < 0 or self.twist_scale <= 0 or self.demo_noise < 0 \
+                or not 0.0 <= self.stray_fraction <= 1.0:
+            raise ValueError(f"progress_epsilon and demo_noise must be >= 0, twist_scale > 0 and stray_fraction "
+                             f"in [0, 1], got {self.progress_epsilon}, {self.demo_noise}, {self.twist_scale} and "
+                             f"{self.stray_fraction}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,16 @@ def distance_to_go(task: str, view: SceneView) -> float:
     return distance + float(view.joint_positions[FINGER_INDEX]) if task == "lift" else distance
 
 
+@dataclass(frozen=True)
+class Course:
+    """What the expert would have done from one step's view: where the gripper was and how it should move."""
+
+    tcp: np.ndarray
+    motion: np.ndarray  # the expert's translation, action units (1 = one ee_step)
+    finger: float  # the finger opening then
+    finger_goal: float  # FINGER_OPEN or FINGER_CLOSED
+
+
 def outside(position: np.ndarray, lower, upper) -> bool:
     return bool((position < np.asarray(lower)).any() or (position > np.asarray(upper)).any())
 
@@ -139,6 +162,8 @@ class SimulatedOperator:
         self.best: float | None = None  # the smallest distance to go since progress was last judged afresh
         self.no_progress = 0  # steps since the distance to go last fell below best - progress_epsilon
         self.demonstrating = False  # driving this whole episode
+        self.course: Course | None = None  # the expert's course from the last step watched
+        self.strays = 0  # steps in a row the arm went off that course
 
     def step(self, view: SceneView) -> Decision:
         """The operator's decision on this step (call once per sim step, in order)."""
@@ -160,10 +185,12 @@ class SimulatedOperator:
             if self.drive_left > 0:
                 self.drive_left -= 1
                 return self.drive(DRIVE, "driving", view)
-            self.driving, self.best, self.no_progress = False, distance, 0
+            # this step executes the resting reading: the course is judged from the next view on
+            self.driving, self.best, self.no_progress, self.course, self.strays = False, distance, 0, None, 0
             return Decision(LET_GO, f"{self.settings.takeover_steps} steps driven")
         self.track_progress(distance)
-        reason = self.takeover_reason(view)
+        strayed = self.track_course(view)
+        reason = self.takeover_reason(view) or strayed
         if reason and self.interventions < self.settings.max_interventions_per_episode:
             self.interventions += 1
             self.interventions_total += 1
@@ -177,6 +204,38 @@ class SimulatedOperator:
         else:
             self.no_progress += 1
 
+    def track_course(self, view: SceneView) -> str | None:
+        """Judges the step that led to `view` against the expert's course from the step before; the reason to
+        take over once `stray_steps` steps in a row went off it, else None."""
+        if not self.settings.stray_steps:
+            return None
+        off = self.off_course(view, self.course) if self.course is not None else None
+        self.strays = self.strays + 1 if off else 0
+        obs = self.observation(view)
+        waypoint, yaw, finger_goal = self.expert.plan(obs)
+        motion = np.clip(self.expert.ee_motion(obs, waypoint, yaw)[:3], -1.0, 1.0)
+        self.course = Course(np.asarray(view.tcp, dtype=float), motion,
+                             float(view.joint_positions[FINGER_INDEX]), finger_goal)
+        if off and self.strays >= self.settings.stray_steps:
+            return f"strayed for {self.strays} steps: {off}"
+        return None
+
+    def off_course(self, view: SceneView, course: Course) -> str | None:
+        """How the arm's last step went against the expert's course, or None when it roughly followed it."""
+        moved = (np.asarray(view.tcp, dtype=float) - course.tcp) / self.expert.space.step  # action units
+        wanted = float(np.linalg.norm(course.motion))
+        toward = float(moved @ course.motion) / wanted if wanted else 0.0
+        if wanted >= MIN_MOTION and toward < self.settings.stray_fraction * wanted:
+            return f"moved {toward:.2f} of the expert's {wanted:.2f} toward its waypoint"
+        finger = float(view.joint_positions[FINGER_INDEX])
+        if course.finger_goal == FINGER_CLOSED:
+            wide_open = course.finger > self.expert.config.cube_size / 2 + OPEN_BEYOND_CUBE
+            if finger > course.finger + FINGER_SLACK or (wide_open and finger > course.finger - FINGER_SLACK):
+                return f"fingers at {finger * 1000:.0f} mm, not closing where the expert closes"
+        elif finger < course.finger - FINGER_SLACK:
+            return f"fingers closing to {finger * 1000:.0f} mm where the expert opens"
+        return None
+
     def takeover_reason(self, view: SceneView) -> str | None:
         s = self.settings
         if outside(view.tcp, s.safe_lower, s.safe_upper):
@@ -187,11 +246,7 @@ class SimulatedOperator:
 
     def drive(self, kind: str, reason: str, view: SceneView) -> Decision:
         """The expert's end-effector motion toward its waypoint, as a twist, and its gripper as a held button."""
-        obs = Observation(images=[], joint_positions=np.asarray(view.joint_positions, dtype=np.float64),
-                          joint_velocities=np.zeros(len(JOINTS)), ee_position=np.asarray(view.tcp, dtype=np.float64),
-                          cube_position=np.asarray(view.cube_position, dtype=np.float64),
-                          cube_quaternion=np.asarray(view.cube_quaternion, dtype=np.float64),
-                          target_position=np.asarray(view.target_position, dtype=np.float64), step=view.step)
+        obs = self.observation(view)
         waypoint, yaw, finger = self.expert.plan(obs)
         motion = self.expert.ee_motion(obs, waypoint, yaw)
         if self.demonstrating and self.settings.demo_noise:
@@ -201,3 +256,12 @@ class SimulatedOperator:
         twist[:len(motion)] = motion * self.settings.twist_scale
         buttons = (1, 0) if finger == FINGER_CLOSED else (0, 1)
         return Decision(kind, reason, twist, buttons)
+
+    @staticmethod
+    def observation(view: SceneView) -> Observation:
+        """The view as the expert reads a sim observation (no images: the expert plans from the ground truth)."""
+        return Observation(images=[], joint_positions=np.asarray(view.joint_positions, dtype=np.float64),
+                           joint_velocities=np.zeros(len(JOINTS)), ee_position=np.asarray(view.tcp, dtype=np.float64),
+                           cube_position=np.asarray(view.cube_position, dtype=np.float64),
+                           cube_quaternion=np.asarray(view.cube_quaternion, dtype=np.float64),
+                           target_position=np.asarray(view.target_position, dtype=np.float64), step=view.step)
