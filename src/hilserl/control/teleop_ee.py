@@ -7,11 +7,12 @@ The gripper value is latched: the close button makes it -1 and the open button +
 
 SpaceMouse (the ROS `spacenav` driver: geometry_msgs/Twist on /spacenav/twist, sensor_msgs/Joy on
 /spacenav/joy): motion beyond `dead_band` on any axis, or a button, takes over; silence (nothing beyond the
-dead band, no button) for `timeout` seconds hands back to the policy: the arm holds still meanwhile, recorded as
-the person's action. With `release_at_rest` a resting puck (a twist and a Joy reading with nothing beyond the dead band
-and no button) hands back at once, as HIL-SERL's SpaceMouse does: letting go leaves no "hold still" steps in the
-person's corrections, which cloning and the BC term would otherwise learn as hesitation. Twist linear x, y, z -> dx, dy, dz;
-angular x, y, z -> droll, dpitch, dyaw. Its left button (0) closes the gripper, its right (1) opens it.
+dead band, no button) for `timeout` seconds hands back to the policy: the arm holds still meanwhile, recorded
+as the person's action. With `release_at_rest` a resting puck (a twist and a Joy reading with nothing beyond
+the dead band and no button) hands back at once, as HIL-SERL's SpaceMouse does: letting go leaves no "hold
+still" steps in the person's corrections, which cloning and the BC term would otherwise learn as hesitation.
+Twist linear x, y, z -> dx, dy, dz; angular x, y, z -> droll, dpitch, dyaw. Its left button (0) closes the
+gripper, its right (1) opens it.
 
     mouse = SpaceMouseIntervention(EeActionSpace("xyz"))
     mouse.update_twist(now, (lx, ly, lz), (ax, ay, az))      # each /spacenav/twist
@@ -99,20 +100,18 @@ class SpaceMouseIntervention:
         self.motion_received = received
         if self.motion.any():
             self.last_active = received
-        else:
-            self.let_go_if_at_rest()
+        self.let_go_if_at_rest()
 
     def update_buttons(self, reading: TeleopReading) -> None:
         self.buttons_received = reading.received
         self.button_held = self.gripper.update(reading.buttons)
         if self.button_held:
             self.last_active = reading.received
-        elif not self.motion.any():
-            self.let_go_if_at_rest()
+        self.let_go_if_at_rest()
 
     def let_go_if_at_rest(self) -> None:
         """With `release_at_rest`: the puck at rest and no button held is the person letting go."""
-        if self.release_at_rest and not self.button_held:
+        if self.release_at_rest and not self.button_held and not self.motion.any():
             self.last_active = None
 
     def in_control(self, now: float) -> bool:
