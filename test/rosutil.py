@@ -73,6 +73,8 @@ class NodeProcess:
                  prefix: list[str] | None = None, remap: dict[str, str] | None = None):
         # prefix: e.g. ["ip", "netns", "exec", NS] runs the node on another (namespaced) host
         # remap: e.g. {"__node": "joint_actor"}: a second node of the same kind beside the first
+        if command == "actor" and "spill_dir" not in params:  # its default is under the checkout's runs/
+            params = params | {"spill_dir": str(log_dir / f"{name or command}-spill")}
         args = [*(prefix or []), sys.executable, "-m", "hilserl", command, *(extra_args or []), "--ros-args"]
         for source, target in (remap or {}).items():
             args += ["-r", f"{source}:={target}"]
