@@ -80,6 +80,9 @@ TASK_LEARNER = {"lift": {"clone_updates": 600, "clone_after": 350, "clone_every"
 # (measured: cloning its demonstrations lifted 32 of 81 episodes with the dead band off, 21 of 79 with it).
 TASK_ACTOR = {"lift": {"teleop_dead_band": 0.0}}
 SEED = 9_000_000  # the seeds README's shifted-cell table evaluates on
+# Control steps per second (the sim's lock-step cap): what the README's figures used, slow enough that the
+# learner's updates keep pace with experience on this 2-core CPU. A real arm under HIL-SERL runs at about 10.
+SIM_HZ = 6.0
 WINDOW = 20  # consecutive episodes that must reach TARGET
 TARGET = 0.9
 PLOT_WINDOW = 10
@@ -194,6 +197,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--budget-minutes", type=float, default=10.0, help="minutes at most, per arm")
     p.add_argument("--arms", default="pretrained,main,no-operator,fresh")
     p.add_argument("--seed", type=int, default=SEED, help="the sim's first episode seed (the same for every arm)")
+    p.add_argument("--sim-hz", type=float, default=SIM_HZ, help="control steps per second at most (the sim's "
+                   f"lockstep_max_hz, every arm; default {SIM_HZ:g})")
     p.add_argument("--reward-classifier", metavar="DIR", help="the actor's reward classifier: its confirmed "
                    "success ends an episode (default: the task's shipped one, lift's checkpoints/lift_reward; "
                    "'none': the sim's own reward)")
@@ -222,6 +227,8 @@ def main(argv: list[str]) -> int:
         p.error(f"--checkpoint {args.checkpoint}: no config.json there; give a checkpoint directory")
     if args.keep and (taken := [a for a in names if (args.keep / a).exists()]):
         p.error(f"--keep {args.keep}: {taken} there already (a learner would resume that run); give a new directory")
+    if args.sim_hz <= 0:
+        p.error(f"--sim-hz {args.sim_hz:g}: must be above 0")
     if args.budget_episodes < 1 or args.budget_minutes <= 0:
         p.error("the budget needs at least 1 episode and more than 0 minutes")
     actor = TASK_ACTOR.get(args.task, {}) | reward_classifier_params(args.reward_classifier, args.task) | args.actor
@@ -242,7 +249,8 @@ def main(argv: list[str]) -> int:
                         or time.monotonic() - started >= 60 * args.budget_minutes)
             run = run_finetune(Path(tmp) / name, str(arm["checkpoint"]), arm["learner"], updates=0,
                                min_episodes=args.budget_episodes, timeout=60 * args.budget_minutes + STARTUP,
-                               seed=args.seed, stop_early=stop, task=args.task, variant=args.variant,
+                               seed=args.seed, sim_hz=args.sim_hz, stop_early=stop, task=args.task,
+                               variant=args.variant,
                                episode_steps=EPISODE_STEPS.get(args.task, TaskConfig(task=args.task).episode_steps),
                                operator=arm["operator"], actor=actor)
             runs[name] = run

@@ -209,3 +209,37 @@ def test_off_is_off_and_an_open_hand_away_from_the_cube_closing_strays():
     on_course = far + closing.expert.ee_motion(obs, waypoint, yaw) * 0.02
     decision = closing.step(lift_view(1, on_course, 0.034))  # on course, but closing the fingers far from the cube
     assert decision.kind == TAKE_OVER and "where the expert opens" in decision.reason
+
+
+def test_exams_earn_the_policy_trust_and_a_failure_while_trusted_loses_it():
+    op = operator("lift", stray_steps=1, stall_steps=5, takeover_steps=2, demo_episodes=1, exam_every=2,
+                  trust_window=2, trust_level=1.0)
+    above = np.array([0.45, -0.10, 0.30])  # still above the cube, where the expert heads down: a stray
+
+    def episode(number: int, steps: int = 8, tcp=above) -> list[str]:
+        return [op.step(SceneView(episode=number, step=s, tcp=np.asarray(tcp, dtype=float), cube_position=CUBE,
+                                  cube_quaternion=UPRIGHT, target_position=CUBE + [0, 0, 0.08],
+                                  joint_positions=np.asarray([*HOME[:7], 0.04]))).kind for s in range(steps)]
+
+    assert episode(0)[0] == TAKE_OVER and op.episode_ended(0, True) is None  # a demonstration: not judged
+    # the demonstration's hand let go, then strays corrected (twice, the cap): not judged
+    assert episode(1)[:2] == [LET_GO, TAKE_OVER] and op.episode_ended(1, True) is None
+    assert episode(2, steps=12) == [WATCH] * 12 and op.examining  # an exam: no stray or stall takeover
+    assert op.episode_ended(2, True) == "" and not op.trusting  # 1 judged episode of the 2 trust rests on
+    assert op.episode_ended(2, True) is None  # an episode's end counts once
+    assert episode(3)[:2] == [WATCH, TAKE_OVER] and op.episode_ended(3, False) is None
+    assert episode(4) == [WATCH] * 8
+    assert "trusts the policy" in op.episode_ended(4, True) and op.trusting
+    # Trusted: strays are left alone, a stall is still taken over; that episode is not done alone.
+    kinds = episode(5)
+    assert kinds[:5] == [WATCH] * 5 and kinds[5] == TAKE_OVER and not op.examining
+    assert "no longer trusts" in op.episode_ended(5, True) and not op.trusting
+    assert episode(6, steps=3) == [WATCH] * 3 and op.examining  # exams again
+    assert episode(7)[:2] == [WATCH, TAKE_OVER] and not op.examining
+    assert episode(8, steps=1, tcp=[0.45, -0.10, 0.70]) == [TAKE_OVER] and op.examining  # exams keep the safe box
+    never = operator("lift", stray_steps=1, exam_every=0)
+    assert never.episode_ended(0, True) is None and not never.trusting
+    with pytest.raises(ValueError, match="trust_level"):
+        OperatorSettings(trust_level=0.0)
+    with pytest.raises(ValueError, match="trust_window"):
+        OperatorSettings(trust_window=0)

@@ -13,7 +13,8 @@ Topics
   spacenav_twist_topic (pub) geometry_msgs/Twist: the expert's end-effector motion while it drives
   spacenav_joy_topic (pub)   sensor_msgs/Joy: 6 axes (the twist) and 2 buttons (close, open) held as the
                              expert wants the gripper
-  ~/status (pub)             std_msgs/String JSON, latched: interventions so far, driving or watching, why
+  ~/status (pub)             std_msgs/String JSON, latched: interventions so far, driving or watching, why,
+                             whether it trusts the policy (exam_every) and how many judged episodes it did alone
 
 One decision per sim step, once the three inputs of that step (same header stamp) are in. Letting go
 publishes one resting twist with released buttons, then nothing: the actor's teleop_timeout hands back.
@@ -59,7 +60,8 @@ class OperatorNode(Node):
                 stall_steps=p["stall_steps"], progress_epsilon=p["progress_epsilon"],
                 takeover_steps=p["takeover_steps"], max_interventions_per_episode=p["max_interventions_per_episode"],
                 demo_episodes=p["demo_episodes"], demo_noise=p["demo_noise"], stray_steps=p["stray_steps"],
-                stray_fraction=p["stray_fraction"],
+                stray_fraction=p["stray_fraction"], exam_every=p["exam_every"], trust_window=p["trust_window"],
+                trust_level=p["trust_level"],
                 twist_scale=p["twist_scale"], safe_lower=tuple(p["safe_lower"]), safe_upper=tuple(p["safe_upper"]))
             space = EeActionSpace(p["ee_axes"], p["ee_step"], p["ee_rot_step"])
         except ValueError as err:
@@ -127,12 +129,18 @@ class OperatorNode(Node):
         if len(self.decided) > KEEP_STAMPS:
             self.decided.discard(min(self.decided))
         report, scene = self.reports[stamp], self.scenes[stamp]
-        if report.ended:
-            return  # the last step of an episode: nobody acts on it
+        if report.ended:  # the last step of an episode: nobody acts on it, but the operator saw how it went
+            if trust := self.operator.episode_ended(report.episode, report.success):
+                self.get_logger().info(f"after episode {report.episode}: {trust}")
+                self.publish_status("watching")
+            return
+        exams_before = self.operator.examining, self.operator.episode
         decision = self.operator.step(SceneView(
             episode=report.episode, step=report.step, tcp=scene["end_effector"], cube_position=scene["cube"],
             cube_quaternion=scene["cube_quaternion"], target_position=scene["target"],
             joint_positions=self.joints[stamp]))
+        if self.operator.examining and exams_before != (True, report.episode):
+            self.get_logger().info(f"episode {report.episode} is an exam: the policy works alone")
         if not decision.publishes:
             return
         self.publish_spacemouse(decision.twist, decision.buttons)
@@ -157,7 +165,8 @@ class OperatorNode(Node):
         op = self.operator
         self.status_pub.publish(String(data=json.dumps(
             {"node": "operator", "state": state, "episode": op.episode, "interventions": op.interventions_total,
-             "interventions_this_episode": op.interventions, "last_reason": self.last_reason})))
+             "interventions_this_episode": op.interventions, "last_reason": self.last_reason,
+             "trusting": op.trusting, "judged_done_alone": f"{sum(op.judged)}/{len(op.judged)}"})))
 
 
 def main(argv: list[str]) -> int:

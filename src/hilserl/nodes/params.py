@@ -430,6 +430,15 @@ OPERATOR_PARAMS = (
           "elsewhere, or its fingers go the other way) after which it takes over; 0 = never.", "int", low=0),
     Param("stray_fraction", _OPERATOR.stray_fraction, "Fraction of the expert's step the arm must make toward the "
           "expert's waypoint to count as on course.", "float", low=0.0, high=1.0),
+    Param("exam_every", _OPERATOR.exam_every, "While it does not trust the policy, every this many episodes after "
+          "the demonstrations the policy works alone (it steps in only outside the safe box), and it judges the "
+          "result; once trust_level of the last trust_window judged episodes were done alone it trusts the policy "
+          "(no stray corrections or exams; every episode judged) until they fall below again. 0 = never.", "int",
+          low=0),
+    Param("trust_window", _OPERATOR.trust_window, "Judged episodes its trust in the policy rests on (exam_every).",
+          "int", low=1),
+    Param("trust_level", _OPERATOR.trust_level, "Share of the last trust_window judged episodes the policy must "
+          "have done alone to be trusted (exam_every).", "float", low=0.0, above=True, high=1.0),
     Param("twist_scale", _OPERATOR.twist_scale, "Twist published per unit of the expert's action: 1 / the actor's "
           "teleop_scale.", "float", low=0.0, above=True),
     Param("safe_lower", list(_OPERATOR.safe_lower), "Safe box, lower x, y, z of the gripper centre (m, base "

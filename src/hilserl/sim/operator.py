@@ -22,6 +22,13 @@ When it takes over (at most `max_interventions_per_episode` times an episode):
             (human-gated DAgger), rather than after a long stall.
 It drives for `takeover_steps` steps, then lets go and starts judging progress and course afresh.
 
+With `exam_every` > 0 it also learns to trust the policy, as a person does who watches it get better. While it
+does not trust it, every `exam_every`-th episode after the demonstrations is an exam: it lets the policy work
+alone (stepping in only outside the safe box) and notes whether the task got done. Once `trust_level` of the
+last `trust_window` episodes it judged succeeded with nobody stepping in, it trusts the policy: it stops
+correcting strays and judges every episode, still stepping in on a stall or outside the safe box. When the
+last `trust_window` fall below `trust_level` again, it goes back to correcting strays, with exams.
+
 Before any of that, the first `demo_episodes` episodes it sees it drives from their first step to their end:
 a person's demonstrations on the cell, as HIL-SERL starts a run on a real robot (the actor records them as
 interventions, so they fill the learner's demonstration buffer).
@@ -40,6 +47,7 @@ twist_scale is 1 / the actor's teleop_scale.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -74,6 +82,9 @@ class OperatorSettings:
     demo_noise: float = 0.0
     stray_steps: int = 0  # steps in a row off the expert's course that make it take over (0: never)
     stray_fraction: float = 0.25  # of the expert's step the arm must make toward the expert's waypoint
+    exam_every: int = 0  # while it does not trust the policy, every n-th episode the policy works alone (0: never)
+    trust_window: int = 10  # judged episodes (exams, or every episode while trusting) that trust rests on
+    trust_level: float = 0.9  # share of those the policy must get done alone to be trusted
     twist_scale: float = 1.0  # twist per unit of action: 1 / the actor's teleop_scale
     safe_lower: tuple[float, float, float] = SAFE_LOWER
     safe_upper: tuple[float, float, float] = SAFE_UPPER
@@ -84,15 +95,17 @@ class OperatorSettings:
             raise ValueError(f"the safe box needs 3 lower and 3 upper bounds with lower < upper, got "
                              f"{list(self.safe_lower)} and {list(self.safe_upper)}")
         if self.stall_steps < 1 or self.takeover_steps < 1 or self.max_interventions_per_episode < 0 \
-                or self.demo_episodes < 0 or self.stray_steps < 0:
-            raise ValueError(f"stall_steps and takeover_steps must be >= 1, max_interventions_per_episode, "
-                             f"demo_episodes and stray_steps >= 0, got {self.stall_steps}, {self.takeover_steps}, "
-                             f"{self.max_interventions_per_episode}, {self.demo_episodes}, {self.stray_steps}")
+                or self.demo_episodes < 0 or self.stray_steps < 0 or self.exam_every < 0 or self.trust_window < 1:
+            raise ValueError(f"stall_steps, takeover_steps and trust_window must be >= 1, "
+                             f"max_interventions_per_episode, demo_episodes, stray_steps and exam_every >= 0, got "
+                             f"{self.stall_steps}, {self.takeover_steps}, {self.trust_window}, "
+                             f"{self.max_interventions_per_episode}, {self.demo_episodes}, {self.stray_steps} and "
+                             f"{self.exam_every}")
         if self.progress_epsilon < 0 or self.twist_scale <= 0 or self.demo_noise < 0 \
-                or not 0.0 <= self.stray_fraction <= 1.0:
-            raise ValueError(f"progress_epsilon and demo_noise must be >= 0, twist_scale > 0 and stray_fraction "
-                             f"in [0, 1], got {self.progress_epsilon}, {self.demo_noise}, {self.twist_scale} and "
-                             f"{self.stray_fraction}")
+                or not 0.0 <= self.stray_fraction <= 1.0 or not 0.0 < self.trust_level <= 1.0:
+            raise ValueError(f"progress_epsilon and demo_noise must be >= 0, twist_scale > 0, stray_fraction "
+                             f"in [0, 1] and trust_level in (0, 1], got {self.progress_epsilon}, {self.demo_noise}, "
+                             f"{self.twist_scale}, {self.stray_fraction} and {self.trust_level}")
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,8 @@ class SimulatedOperator:
         self.episode: int | None = None
         self.interventions_total = 0
         self.episodes_seen = 0
+        self.trusting = False  # trusts the policy: no stray corrections, no exams
+        self.judged: deque[bool] = deque(maxlen=settings.trust_window)  # done alone, per judged episode
         self.start_episode(None)
 
     def start_episode(self, episode: int | None) -> None:
@@ -164,6 +179,15 @@ class SimulatedOperator:
         self.demonstrating = False  # driving this whole episode
         self.course: Course | None = None  # the expert's course from the last step watched
         self.strays = 0  # steps in a row the arm went off that course
+        self.examining = False  # this episode the policy works alone, bar the safe box
+        self.ended = False  # its end was seen (and judged)
+
+    def exam_due(self) -> bool:
+        """Whether the episode just started is an exam: every exam_every-th after the demonstrations, while the
+        operator does not trust the policy."""
+        after_demos = self.episodes_seen - self.settings.demo_episodes
+        return bool(self.settings.exam_every) and not self.trusting and after_demos > 0 \
+            and after_demos % self.settings.exam_every == 0
 
     def step(self, view: SceneView) -> Decision:
         """The operator's decision on this step (call once per sim step, in order)."""
@@ -178,6 +202,7 @@ class SimulatedOperator:
                 self.interventions_total += 1
                 return self.drive(TAKE_OVER, f"demonstration {self.episodes_seen} of {self.settings.demo_episodes}",
                                   view)
+            self.examining = self.exam_due()
         if self.demonstrating:
             return self.drive(DRIVE, "demonstrating", view)
         distance = distance_to_go(self.expert.config.task, view)
@@ -189,7 +214,7 @@ class SimulatedOperator:
             self.driving, self.best, self.no_progress, self.course, self.strays = False, distance, 0, None, 0
             return Decision(LET_GO, f"{self.settings.takeover_steps} steps driven")
         self.track_progress(distance)
-        strayed = self.track_course(view)
+        strayed = self.track_course(view) if not (self.trusting or self.examining) else None
         reason = self.takeover_reason(view) or strayed
         if reason and self.interventions < self.settings.max_interventions_per_episode:
             self.interventions += 1
@@ -197,6 +222,27 @@ class SimulatedOperator:
             self.driving, self.drive_left = True, self.settings.takeover_steps - 1
             return self.drive(TAKE_OVER, reason, view)
         return released or Decision(WATCH)
+
+    def episode_ended(self, episode: int, success: bool) -> str | None:
+        """The last step of `episode` was seen, with the task done or not. Judges it when it was an exam or the
+        operator trusts the policy: done alone = done with nobody stepping in. Returns what changed in its trust
+        ('' when nothing did; None when the episode was not judged)."""
+        if episode != self.episode or self.ended or self.demonstrating or not self.settings.exam_every:
+            return None
+        self.ended = True
+        if not (self.examining or self.trusting):
+            return None
+        self.judged.append(success and self.interventions == 0)
+        s, alone = self.settings, sum(self.judged)
+        if len(self.judged) < s.trust_window:
+            return ""
+        trusted = alone >= s.trust_level * s.trust_window
+        if trusted == self.trusting:
+            return ""
+        self.trusting = trusted
+        what = "trusts the policy: no more stray corrections or exams" if trusted else \
+            "no longer trusts the policy: corrects strays again, with exams"
+        return f"{what} ({alone} of the last {s.trust_window} episodes it judged done alone)"
 
     def track_progress(self, distance: float) -> None:
         if self.best is None or distance < self.best - self.settings.progress_epsilon:
@@ -240,7 +286,7 @@ class SimulatedOperator:
         s = self.settings
         if outside(view.tcp, s.safe_lower, s.safe_upper):
             return f"gripper outside the safe box at {np.round(view.tcp, 3).tolist()}"
-        if self.no_progress >= s.stall_steps:
+        if self.no_progress >= s.stall_steps and not self.examining:
             return f"stalled: no progress for {self.no_progress} steps (best {self.best:.3f} m to go)"
         return None
 
