@@ -24,7 +24,11 @@ main arm's steps the operator drove.
 
     .venv/bin/python bench/finetune.py [--task reach] [--variant shifted] [--budget-episodes 40]
         [--budget-minutes 10] [--arms pretrained,main,no-operator,fresh] [--operator stall_steps=10]
-        [--learner encoder_lr_scale=0.1] [--actor teleop_dead_band=0.05] [--out finetune.png]
+        [--learner encoder_lr_scale=0.1] [--actor teleop_dead_band=0.05] [--sim-hz 6] [--out finetune.png]
+
+--sim-hz: the control rate every arm runs at (the sim's lock-step cap; 6 by default, as the README's figures
+were measured; a real arm under HIL-SERL runs at about 10). A faster rate gives more episodes a minute and the
+learner fewer updates per step.
 
 --reward-classifier DIR: the actor's `reward_classifier`: its confirmed success ends an episode (the sim's own
 success still scores the arms). Default: the task's shipped classifier (lift: checkpoints/lift_reward), as

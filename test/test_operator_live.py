@@ -10,6 +10,7 @@ a person in control) and from the actor's episode summaries.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -21,8 +22,9 @@ IMAGE_SIZE = 48
 TAKEOVER_STEPS = 8
 # Eager: 3 cm closer within 5 steps, or it takes over (the untrained policy's drift and the arm's sag under
 # gravity come to less than that).
+# Every second episode is an exam: the policy works alone and the operator judges it.
 OPERATOR = {"stall_steps": 5, "progress_epsilon": 0.03, "takeover_steps": TAKEOVER_STEPS,
-            "max_interventions_per_episode": 2}
+            "max_interventions_per_episode": 2, "exam_every": 2}
 
 
 def scene(msg) -> tuple[np.ndarray, np.ndarray, bool] | None:
@@ -97,3 +99,15 @@ def test_the_operator_takes_over_a_stalled_policy_and_hands_back(ros_graph, tmp_
     assert status["interventions"] >= 1 and ("stalled" in reason or "safe box" in reason), status
     operator_log = procs[-1].log()
     assert "taking over at episode" in operator_log and "letting go at episode" in operator_log
+
+    # The second episode it sees is an exam: the policy stalls all the way, nobody takes over, and the operator
+    # judges it not done alone.
+    def exam_summary():
+        exams = [int(n) for n in re.findall(r"episode (\d+) is an exam", procs[-1].log())]
+        summaries = {e["episode"]: e for e in probe.json_messages("/actor/episodes")}
+        return exams and exams[0] in summaries and summaries[exams[0]]
+    exam = wait_for(exam_summary, 120, "an exam episode's summary", procs, interval=0.5)
+    assert exam["intervention_rate"] == 0.0 and not exam["success"], exam
+    judged = wait_for(lambda: (s := json.loads(probe.messages("/operator/status")[-1].data)).get(
+        "judged_done_alone", "0/0") != "0/0" and s, 30, "the exam judged in the operator's status", procs)
+    assert judged["judged_done_alone"] == "0/1" and not judged["trusting"], judged

@@ -130,8 +130,10 @@ class OperatorNode(Node):
             self.decided.discard(min(self.decided))
         report, scene = self.reports[stamp], self.scenes[stamp]
         if report.ended:  # the last step of an episode: nobody acts on it, but the operator saw how it went
-            if trust := self.operator.episode_ended(report.episode, report.success):
+            trust = self.operator.episode_ended(report.episode, report.success)
+            if trust:
                 self.get_logger().info(f"after episode {report.episode}: {trust}")
+            if trust is not None:  # judged: the status shows the count
                 self.publish_status("watching")
             return
         exams_before = self.operator.examining, self.operator.episode
