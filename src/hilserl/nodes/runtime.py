@@ -6,10 +6,13 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from hilserl.nodes.dds import configure_transport
 from hilserl.nodes.params import ParameterError
+
+LAST_WORDS_S = 0.5  # s a node that closes waits before its writers go: reliable delivery of its last messages
 
 
 def run_node(make_node: Callable[[list[str]], object], argv: list[str]) -> int:
@@ -51,6 +54,9 @@ def run_node(make_node: Callable[[list[str]], object], argv: list[str]) -> int:
             close = getattr(node, "close", None)
             if close:
                 close()
+                # Deleting a writer drops what its readers have not acknowledged yet: give what close() logged
+                # and published (the learner's "training state saved" on /rosout) time to arrive.
+                time.sleep(LAST_WORDS_S)
             executor.remove_node(node)
             node.destroy_node()
         executor.shutdown()
