@@ -48,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "test")]
 
-from finetune_run import SHIFTED_LEARNER, SHIFTED_OPERATOR, FinetuneRun, run_finetune  # noqa: E402
+from finetune_run import SHIFTED_LEARNER, SHIFTED_OPERATOR, SIM_HZ, FinetuneRun, run_finetune  # noqa: E402
 from finetune_stability import rolling  # noqa: E402
 from test_finetune import LEARNER, PROTECTED  # noqa: E402
 
@@ -84,9 +84,6 @@ TASK_LEARNER = {"lift": {"clone_updates": 600, "clone_after": 350, "clone_every"
 # (measured: cloning its demonstrations lifted 32 of 81 episodes with the dead band off, 21 of 79 with it).
 TASK_ACTOR = {"lift": {"teleop_dead_band": 0.0}}
 SEED = 9_000_000  # the seeds README's shifted-cell table evaluates on
-# Control steps per second (the sim's lock-step cap): what the README's figures used, slow enough that the
-# learner's updates keep pace with experience on this 2-core CPU. A real arm under HIL-SERL runs at about 10.
-SIM_HZ = 6.0
 WINDOW = 20  # consecutive episodes that must reach TARGET
 TARGET = 0.9
 PLOT_WINDOW = 10

@@ -21,6 +21,9 @@ from pathlib import Path
 from rosutil import NodeProcess, Probe, checkpoint_cameras, ros_env, unique_domain_id, wait_for
 
 STARTUP = 300.0  # a machine's first Genesis scene build compiles kernels
+# Control steps per second (the sim's lock-step cap): what the README's figures used, slow enough that the
+# learner's updates keep pace with experience on this 2-core CPU. A real arm under HIL-SERL runs at about 10.
+SIM_HZ = 6.0
 ACTOR = {"lockstep": True, "episode_topic": "sim/step", "reset_service": "sim/reset", "max_episode_steps": 0,
          "transition_batch": 8}
 SIM_EPISODE = re.compile(r"\[(\d+\.\d+)\] \[sim\]: episode (\d+) ended \(([^)]*)\): success=(True|False), "
@@ -121,7 +124,7 @@ def credit_versions(episodes: list[Episode], loads: list[tuple[float, int]]) -> 
 
 
 def run_finetune(workdir: Path, checkpoint: str, learner: dict, *, updates: int, min_episodes: int,
-                 timeout: float, sim_hz: float = 6.0, episode_steps: int = 40, seed: int = 0,
+                 timeout: float, sim_hz: float = SIM_HZ, episode_steps: int = 40, seed: int = 0,
                  stop_early=None, task: str = "reach", variant: str = "standard",
                  operator: dict | None = None, actor: dict | None = None) -> FinetuneRun:
     """Start sim (`task`, `variant`) + learner + actor (`actor`: parameters added to its own), and the simulated

@@ -136,12 +136,12 @@ class OperatorNode(Node):
             if trust is not None:  # judged: the status shows the count
                 self.publish_status("watching")
             return
-        exams_before = self.operator.examining, self.operator.episode
+        starts = report.episode != self.operator.episode
         decision = self.operator.step(SceneView(
             episode=report.episode, step=report.step, tcp=scene["end_effector"], cube_position=scene["cube"],
             cube_quaternion=scene["cube_quaternion"], target_position=scene["target"],
             joint_positions=self.joints[stamp]))
-        if self.operator.examining and exams_before != (True, report.episode):
+        if starts and self.operator.examining:
             self.get_logger().info(f"episode {report.episode} is an exam: the policy works alone")
         if not decision.publishes:
             return
