@@ -11,6 +11,7 @@ from hilserl.control.episode import Transition
 from hilserl.policies.config import PolicyConfig
 from hilserl.policies.observation import FrameStacker
 from hilserl.replay.episode_buffer import MixedSampler, ReplayBuffer
+from hilserl.replay.interventions import InterventionBuffer
 from hilserl.replay.wire import TransitionsError, decode_transitions, encode_transitions
 
 CONFIG = PolicyConfig(image_size=16, frame_stack=3, state_dim=8)
@@ -94,6 +95,50 @@ def test_mixed_sampling_ratio_and_interventions():
         assert from_demos <= round(64 * ratio) + (64 - round(64 * ratio))
     with pytest.raises(ValueError, match="demo_ratio"):
         MixedSampler(online, demos, 1.5)
+
+
+def test_corrections_keep_the_frames_they_stack_and_the_steps_their_targets_reach():
+    """A person takes over at steps 5-9 and 11-12 of a 20-step episode the policy drives and hands back each
+    time; a second episode is theirs throughout. Every step they drove is sampled, with the frame history the
+    actor saw (the policy's steps before it) and n-step targets through the policy's steps after it; those
+    policy steps are never sampled themselves."""
+    buffer = InterventionBuffer(CONFIG, capacity=64, gamma=0.5, n_step=2)
+    driven = set(range(5, 10)) | {11, 12}
+    for t in episode(0, 20):
+        t.frames, t.intervention = frame(t.step), t.step in driven
+        assert buffer.offer(t, episode_key=0) == t.intervention
+    for t in episode(5, 4, truncated=False, intervention=True):
+        buffer.offer(t, episode_key=1)
+    assert buffer.corrections() == len(driven) + 4
+    # Context: steps 3-4 (the first correction's stack), 10 (its targets; also the second's stack) and 13-14.
+    rows = {(int(k), int(s)): bool(c) for k, s, c in zip(buffer.episode, buffer.step, buffer.context) if k >= 0}
+    assert {s for (k, s), c in rows.items() if k == 0 and c} == {3, 4, 10, 13, 14}
+    assert {s for (k, s), c in rows.items() if k == 0 and not c} == driven
+    sampled = buffer.sample(400, np.random.default_rng(0))
+    newest = sampled.pixels[:, -3, 0, 0].numpy()
+    first_ep = newest < 20
+    assert set(newest[first_ep].tolist()) == driven
+    assert set(newest[~first_ep].tolist()) == {50, 51, 52, 53}
+    for row in np.flatnonzero(first_ep):  # the stack the actor saw: the two steps before, from the policy's
+        step = int(newest[row])
+        assert sampled.pixels[row, ::3, 0, 0].tolist() == [step - 2, step - 1, step]
+        # Two steps on, the rewards step+1 and step+2 (episode() gives step t the reward t+1), and the frame
+        # two steps later: for step 9 (the hand-back) they come from the policy's steps 10 and 11.
+        assert sampled.reward[row].item() == pytest.approx(step + 1 + 0.5 * (step + 2))
+        assert sampled.next_pixels[row, -3, 0, 0].item() == step + 2
+    assert sampled.demo[first_ep].all()
+    # Nothing of the first episode is kept waiting once it ended. A plain buffer of the person's steps alone
+    # samples none of a correction's last n_step steps (none of the two-step one) and stacks its first frame
+    # repeated (a still arm).
+    assert not buffer.recent and not buffer.context_owed and not buffer.stored_through
+    plain = ReplayBuffer(CONFIG, capacity=64, gamma=0.5, n_step=2)
+    for t in episode(0, 20):
+        if t.step in driven:
+            t.frames, t.intervention = frame(t.step), True
+            plain.add(t, 0)
+    valid = plain.step[:len(plain)][plain._valid(np.arange(len(plain)))]
+    assert valid.tolist() == [5, 6, 7]
+    assert plain._stack(np.array([0]))[0, ::3, 0, 0].tolist() == [5, 5, 5]
 
 
 def test_wire_round_trip_and_rejections():

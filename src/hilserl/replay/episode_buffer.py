@@ -4,6 +4,10 @@ A transition keeps only the newest frame(s) of the observation it acted on; the 
 frames is rebuilt from its predecessors in the same episode (the first frame repeated at an episode's start,
 exactly like `FrameStacker`), and the next observation is the stack `n_step` transitions later (or the
 episode's final frame when it ended sooner). Memory is the frames plus a few bytes per transition.
+
+A row added as context (`add(..., context=True)`) is read, for the stacks and n-step targets of the rows around
+it, and never sampled itself: a buffer that keeps only some steps of an episode (a person's corrections,
+`InterventionBuffer`) keeps the steps those read around them as context.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class ReplayBuffer:
         self.terminated = np.zeros(capacity, bool)
         self.truncated = np.zeros(capacity, bool)
         self.intervention = np.zeros(capacity, bool)
+        self.context = np.zeros(capacity, bool)  # read for the rows around it, never sampled
         self.final: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # slot -> final frames/state of its episode
         self.written = 0
 
@@ -45,10 +50,10 @@ class ReplayBuffer:
 
     def nbytes(self) -> int:
         arrays = (self.frames, self.states, self.actions, self.rewards, self.episode, self.step, self.terminated,
-                  self.truncated, self.intervention)
+                  self.truncated, self.intervention, self.context)
         return sum(a.nbytes for a in arrays) + sum(f.nbytes + s.nbytes for f, s in self.final.values())
 
-    def add(self, t: Transition, episode_key: int) -> None:
+    def add(self, t: Transition, episode_key: int, context: bool = False) -> None:
         slot = self.written % self.capacity
         if self.written == 0 and not self.config.state_dim and self.states.shape[1] != len(t.state):
             self.states = np.zeros((self.capacity, len(t.state)), np.float32)
@@ -59,6 +64,7 @@ class ReplayBuffer:
         self.rewards[slot] = t.reward
         self.episode[slot], self.step[slot] = episode_key, t.step
         self.terminated[slot], self.truncated[slot], self.intervention[slot] = t.terminated, t.truncated, t.intervention
+        self.context[slot] = context
         if (t.terminated or t.truncated) and t.final_frames is not None:
             final_state = t.final_state if t.final_state is not None else t.state
             self.final[slot] = (np.asarray(t.final_frames, np.uint8), np.asarray(final_state, np.float32))
@@ -81,8 +87,9 @@ class ReplayBuffer:
         return np.concatenate(parts, axis=1)
 
     def _valid(self, slot: np.ndarray) -> np.ndarray:
-        """A slot can be sampled once its n-step window is stored or its episode ended within it."""
-        valid = self.episode[slot] >= 0
+        """A slot can be sampled once its n-step window is stored or its episode ended within it (never a context
+        row)."""
+        valid = (self.episode[slot] >= 0) & ~self.context[slot]
         running = valid.copy()  # the window has not met an episode end yet
         finals = np.fromiter(self.final, np.int64, len(self.final))
         for j in range(self.n_step):

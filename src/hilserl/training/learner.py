@@ -32,6 +32,7 @@ from hilserl.policies.device import resolve_device
 from hilserl.replay.demos import DEMOS_FILE, read_demos
 from hilserl.replay.episode_buffer import GAMMA, N_STEP, MixedSampler, ReplayBuffer
 from hilserl.replay.intake import TransitionIntake
+from hilserl.replay.interventions import InterventionBuffer
 from hilserl.training import guard as guard_rule
 from hilserl.training.cloning import (CLONE_AFTER, CLONE_BATCH_SIZE, CLONE_EVERY, CLONE_LR, CLONE_UPDATES,
                                       CloningPhase)
@@ -134,7 +135,7 @@ class LearnerCore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         set_torch_threads(s.torch_threads)
         self.online = ReplayBuffer(config, s.buffer_capacity, s.gamma, s.n_step)
-        self.demos = ReplayBuffer(config, s.buffer_capacity, s.gamma, s.n_step)  # interventions
+        self.demos = InterventionBuffer(config, s.buffer_capacity, s.gamma, s.n_step)
         self.sampler = MixedSampler(self.online, self.demos, s.demo_ratio)
         self.episode_keys: dict[tuple[str, int], int] = {}  # (stream, actor's episode) -> buffer episode key
         if s.load_demos:
@@ -211,15 +212,14 @@ class LearnerCore:
             for t in transitions:
                 key = self.episode_keys.setdefault((actor_id, t.episode), len(self.episode_keys))
                 self.online.add(t, key)
-                if t.intervention:
-                    self.demos.add(t, key)
+                if self.demos.offer(t, key):
                     self.interventions_stored += 1
         self.loop.transitions_added(len(transitions))
 
     def buffer_sizes(self) -> dict[str, int]:
         if self.loop is None:
             return {}
-        return {"online": len(self.online), "interventions": len(self.demos)}
+        return {"online": len(self.online), "interventions": self.demos.corrections()}
 
     def sample(self, batch_size: int):
         with self.buffer_lock:
