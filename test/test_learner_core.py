@@ -296,3 +296,40 @@ def test_cloning_comes_back_in_rounds_on_a_persons_corrections_and_a_restart_owe
     assert not again.cloning_pending()  # the journal's 27 owe two rounds, both done
     drive(again, demonstration(3, 5, config, corrected))  # 32: a third round
     assert again.cloning_pending() and again.cloning.due(again.interventions_stored) == 120
+
+
+def test_a_cloning_round_can_end_on_the_moving_average_of_its_weights(tmp_path):
+    """clone_average: the round's steps are those of a learner without it (same seeds, same data), and the
+    weights it ends on, publishes and goes on from are their exponential moving average."""
+    import torch
+
+    ckpt = init_checkpoint(tmp_path / "ckpt", "drqv2", "--seed", "9", *SMALL)["path"]
+    runs = {}
+    for average in (0.0, 0.8):
+        sent, steps = [], []
+        settings = LearnerSettings(batch_size=8, warmup_transitions=10, n_step=2, load_demos=False, clone_updates=6,
+                                   clone_after=12, clone_lr=1e-3, clone_batch_size=8, clone_average=average)
+        core = LearnerCore(ckpt, settings, publish=lambda payload, meta, reason: sent.append(payload),
+                           state_dir=tmp_path / f"state{average}")
+        config = core.agent.config
+        core.store_batch("/actor#a", demonstration(0, 12, config, np.full(config.action_dim, 0.5, np.float32)))
+        torch.manual_seed(0)
+        while core.cloning_pending():
+            assert core.train_step() == 1
+            steps.append([p.detach().clone() for p in core.agent.inference.parameters()])
+        runs[average] = steps, decode_weights(sent[-1])[1], dict(core.agent.inference.named_parameters())
+    raw, _, _ = runs[0.0]
+    averaged = [w.clone() for w in raw[0]]
+    for step in raw[1:]:
+        averaged = [0.8 * a + 0.2 * w for a, w in zip(averaged, step)]
+    steps, published, params = runs[0.8]
+    for before, during in zip(raw[:-1], steps[:-1]):  # the steps themselves are unchanged
+        assert all(torch.equal(a, b) for a, b in zip(before, during))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(averaged, steps[-1]))
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(raw[-1], steps[-1]))  # the average is not the last
+    shared = [n for n in params if n in published]  # what went out is what the learner goes on from
+    assert len(shared) == len(params)
+    assert all(torch.allclose(published[n].float(), params[n].detach(), atol=1e-6) for n in shared)
+    with pytest.raises(ValueError, match="average 1"):
+        LearnerCore(ckpt, LearnerSettings(clone_updates=5, clone_average=1.0, load_demos=False),
+                    publish=lambda *a: None, state_dir=tmp_path / "bad")

@@ -290,6 +290,8 @@ LEARNER_PARAMS = (
     Param("clone_batch_size", 64, "Intervention transitions per cloning update.", "int", low=1),
     Param("clone_every", 0, "Another clone_updates cloning updates each time this many more intervention "
           "transitions have arrived (a person's corrections, as in human-gated DAgger); 0 = once.", "int", low=0),
+    Param("clone_average", 0.0, "Decay of the moving average of a cloning round's weights that the round ends on "
+          "and publishes; 0 = its last step's weights.", "float", low=0.0, high=1.0, below=True),
 )
 
 

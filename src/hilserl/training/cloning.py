@@ -11,6 +11,10 @@ a person drove have arrived (their corrections, which start where the policy wen
 steps clone the whole intervention buffer again. Round k is owed once `after + (k - 1) * every` are stored, so
 the steps done are all a restart needs to know.
 
+With `average` > 0 a round ends on the exponential moving average of its steps' weights (decay `average`)
+rather than on its last step: cloning a few thousand transitions at a constant rate ends wherever the last
+batches left it, and the average is the steadier policy. (A restart mid-round averages from there on.)
+
     clone_update()   one behaviour-cloning step of every inference module (shared with `pretrain`)
     CloningPhase     the learner's cloning: waits for `after` intervention transitions, then `updates` steps
                      (and another `updates` per `every` more)
@@ -32,6 +36,7 @@ CLONE_AFTER = 300  # intervention transitions stored before the phase starts (li
 CLONE_LR = 3e-4  # pretraining's cloning rate
 CLONE_BATCH_SIZE = 64  # pretraining's cloning batch
 CLONE_EVERY = 0  # intervention transitions per later round; 0 = one round only
+CLONE_AVERAGE = 0.0  # decay of the weight average a round ends on; 0 = the last step's weights
 
 
 def clone_update(policy, optimizer: torch.optim.Optimizer, pixels: torch.Tensor, state: torch.Tensor | None,
@@ -53,11 +58,13 @@ class CloningPhase:
     `updates` more for every `every` transitions after those (0: no more)."""
 
     def __init__(self, agent, updates: int = CLONE_UPDATES, after: int = CLONE_AFTER, lr: float = CLONE_LR,
-                 batch_size: int = CLONE_BATCH_SIZE, every: int = CLONE_EVERY):
-        if updates < 0 or after < 1 or lr <= 0 or batch_size < 1 or every < 0:
+                 batch_size: int = CLONE_BATCH_SIZE, every: int = CLONE_EVERY, average: float = CLONE_AVERAGE):
+        if updates < 0 or after < 1 or lr <= 0 or batch_size < 1 or every < 0 or not 0 <= average < 1:
             raise ValueError(f"invalid cloning phase: updates {updates}, after {after}, lr {lr}, batch {batch_size}, "
-                             f"every {every}")
+                             f"every {every}, average {average}")
         self.updates, self.after, self.lr, self.batch_size, self.every = updates, after, lr, batch_size, every
+        self.average = average
+        self.averaged: list[torch.Tensor] | None = None  # this round's weight average so far
         self.done = 0  # steps done, over the whole run (the learner restores it on resume: no second cloning)
         self.last_loss = float("nan")
         self.attach(agent)
@@ -99,4 +106,19 @@ class CloningPhase:
         self.last_loss = clone_update(agent.inference.train(), self.optimizer, batch.pixels, state, batch.action,
                                       agent.hyper.augment_pad, autocast=agent.speed.autocast(agent.device))
         self.done += 1
+        if self.average:
+            self.keep_average()
         return self.last_loss
+
+    def keep_average(self) -> None:
+        """Fold this step's weights into the round's average; at the round's end the average becomes the
+        weights (the next round starts from it)."""
+        weights = [p.detach() for p in self.agent.inference.parameters()]
+        with torch.no_grad():
+            if self.averaged is None:
+                self.averaged = [w.clone() for w in weights]
+            else:
+                torch._foreach_lerp_(self.averaged, weights, 1.0 - self.average)
+            if self.round_ends():
+                torch._foreach_copy_(weights, self.averaged)
+                self.averaged = None

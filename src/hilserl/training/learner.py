@@ -34,8 +34,8 @@ from hilserl.replay.episode_buffer import GAMMA, N_STEP, MixedSampler, ReplayBuf
 from hilserl.replay.intake import TransitionIntake
 from hilserl.replay.interventions import InterventionBuffer
 from hilserl.training import guard as guard_rule
-from hilserl.training.cloning import (CLONE_AFTER, CLONE_BATCH_SIZE, CLONE_EVERY, CLONE_LR, CLONE_UPDATES,
-                                      CloningPhase)
+from hilserl.training.cloning import (CLONE_AFTER, CLONE_AVERAGE, CLONE_BATCH_SIZE, CLONE_EVERY, CLONE_LR,
+                                      CLONE_UPDATES, CloningPhase)
 from hilserl.training.guard import EpisodeVersions, PublishGuard
 from hilserl.training.loop import (DEMO_RATIO, ENCODER_LR_SCALE, TrainingLoop, TrainSchedule, scale_learning_rate,
                                    set_torch_threads)
@@ -73,6 +73,7 @@ class LearnerSettings(TrainSchedule):
     clone_lr: float = CLONE_LR
     clone_batch_size: int = CLONE_BATCH_SIZE
     clone_every: int = CLONE_EVERY
+    clone_average: float = CLONE_AVERAGE
 
     @classmethod
     def from_values(cls, values: dict) -> "LearnerSettings":
@@ -148,7 +149,7 @@ class LearnerCore:
         self.loop = TrainingLoop(self.agent, self.sample, s, publish=self.publish_weights, save=self.save_state)
         if s.clone_updates:
             self.cloning = CloningPhase(self.agent, s.clone_updates, s.clone_after, s.clone_lr, s.clone_batch_size,
-                                        s.clone_every)
+                                        s.clone_every, s.clone_average)
         self.resume()
         # Every batch is checked against the policy before it is journalled; the journal is replayed here.
         self.intake = TransitionIntake(self.journal_dir, self.store_batch, lambda: self.agent.config, log=self.log,
