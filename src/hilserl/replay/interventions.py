@@ -5,9 +5,9 @@ stacks the `frame_stack - 1` frames before it, which the policy's steps recorded
 targets reach `n_step` steps past the hand-back, into the policy's steps again. A buffer that kept only the
 person's transitions would stack the first frame repeated (a still arm, not what the actor saw) and could
 sample none of the last `n_step` transitions of a correction that hands back before the episode ends: of a
-five-step correction, two transitions, both with the wrong history. So the buffer is offered every transition
-of the stream, keeps the person's, and keeps as context (read, never sampled) the policy's steps just before
-a correction and just after it.
+five-step correction with `n_step` 3, two transitions, both with the wrong history. So the buffer is offered
+every transition of the stream, keeps the person's, and keeps as context (read, never sampled) the policy's
+steps just before a correction and just after it.
 
     InterventionBuffer.offer(t, key)   every transition, in stream order; the person's are stored
     InterventionBuffer.corrections()   the person's transitions it holds (context rows not counted)
