@@ -39,7 +39,7 @@ class InterventionBuffer(ReplayBuffer):
         """One transition of a stream, in order: stored if a person drove it, kept as context if a correction
         reads it; returns whether a person drove it."""
         key = episode_key
-        before = self.recent.setdefault(key, deque(maxlen=max(self.config.frame_stack - 1, 1)))
+        before = self.recent.setdefault(key, deque(maxlen=self.config.frame_stack - 1))
         if t.intervention:
             for earlier in before:  # the policy's steps this observation's frame stack reads, unless stored
                 if earlier.step > self.stored_through.get(key, -1):
@@ -56,6 +56,5 @@ class InterventionBuffer(ReplayBuffer):
         return t.intervention
 
     def corrections(self) -> int:
-        """The person's transitions held (the context rows beside them not counted)."""
-        held = slice(0, len(self))
-        return int(((self.episode[held] >= 0) & ~self.context[held]).sum())
+        """The person's transitions held (the context rows beside them, the policy's, not counted)."""
+        return int(self.intervention[:len(self)].sum())

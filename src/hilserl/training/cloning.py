@@ -118,7 +118,9 @@ class CloningPhase:
             if self.averaged is None:
                 self.averaged = [w.clone() for w in weights]
             else:
-                torch._foreach_lerp_(self.averaged, weights, 1.0 - self.average)
+                for mean, w in zip(self.averaged, weights):
+                    mean.lerp_(w, 1.0 - self.average)
             if self.round_ends():
-                torch._foreach_copy_(weights, self.averaged)
+                for w, mean in zip(weights, self.averaged):
+                    w.copy_(mean)
                 self.averaged = None
