@@ -237,9 +237,22 @@ def test_exams_earn_the_policy_trust_and_a_failure_while_trusted_loses_it():
     assert episode(6, steps=3) == [WATCH] * 3 and op.examining  # exams again
     assert episode(7)[:2] == [WATCH, TAKE_OVER] and not op.examining
     assert episode(8, steps=1, tcp=[0.45, -0.10, 0.70]) == [TAKE_OVER] and op.examining  # exams keep the safe box
+    # Forgiving one failure: trust earned at 2 of 2 survives 1 of 2, and goes at 0 of 2.
+    lenient = operator("lift", stray_steps=1, demo_episodes=0, exam_every=1, trust_window=2, trust_level=1.0,
+                       trust_forgives=1)
+    judged = []
+    for number, done in enumerate([True, False, True, True, False, True, False, False]):
+        lenient.step(SceneView(episode=number, step=0, tcp=above, cube_position=CUBE, cube_quaternion=UPRIGHT,
+                               target_position=CUBE + [0, 0, 0.08], joint_positions=np.asarray([*HOME[:7], 0.04])))
+        lenient.episode_ended(number, done)
+        judged.append(lenient.trusting)
+    # exam 0 (1 of 1 judged) cannot earn it; 1 fails; 2, 3 earn it; 4 fails (1 of 2: forgiven); 5; 6 forgiven; 7 not
+    assert judged == [False, False, False, True, True, True, True, False]
     never = operator("lift", stray_steps=1, exam_every=0)
     assert never.episode_ended(0, True) is None and not never.trusting
     with pytest.raises(ValueError, match="trust_level"):
         OperatorSettings(trust_level=0.0)
     with pytest.raises(ValueError, match="trust_window"):
         OperatorSettings(trust_window=0)
+    with pytest.raises(ValueError, match="trust_forgives"):
+        OperatorSettings(trust_forgives=-1)

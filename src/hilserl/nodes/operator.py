@@ -61,7 +61,7 @@ class OperatorNode(Node):
                 takeover_steps=p["takeover_steps"], max_interventions_per_episode=p["max_interventions_per_episode"],
                 demo_episodes=p["demo_episodes"], demo_noise=p["demo_noise"], stray_steps=p["stray_steps"],
                 stray_fraction=p["stray_fraction"], exam_every=p["exam_every"], trust_window=p["trust_window"],
-                trust_level=p["trust_level"],
+                trust_level=p["trust_level"], trust_forgives=p["trust_forgives"],
                 twist_scale=p["twist_scale"], safe_lower=tuple(p["safe_lower"]), safe_upper=tuple(p["safe_upper"]))
             space = EeActionSpace(p["ee_axes"], p["ee_step"], p["ee_rot_step"])
         except ValueError as err:

@@ -441,6 +441,9 @@ OPERATOR_PARAMS = (
           "int", low=1),
     Param("trust_level", _OPERATOR.trust_level, "Share of the last trust_window judged episodes the policy must "
           "have done alone to be trusted (exam_every).", "float", low=0.0, above=True, high=1.0),
+    Param("trust_forgives", _OPERATOR.trust_forgives, "Failures beyond trust_level among the last trust_window "
+          "judged episodes that a policy it trusts is forgiven before it stops trusting it (exam_every); 0 = "
+          "trust is lost at the first fall below trust_level.", "int", low=0),
     Param("twist_scale", _OPERATOR.twist_scale, "Twist published per unit of the expert's action: 1 / the actor's "
           "teleop_scale.", "float", low=0.0, above=True),
     Param("safe_lower", list(_OPERATOR.safe_lower), "Safe box, lower x, y, z of the gripper centre (m, base "

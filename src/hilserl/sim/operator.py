@@ -27,7 +27,8 @@ does not trust it, every `exam_every`-th episode after the demonstrations is an 
 alone (stepping in only outside the safe box) and notes whether the task got done. Once `trust_level` of the
 last `trust_window` episodes it judged succeeded with nobody stepping in, it trusts the policy: it stops
 correcting strays and judges every episode, still stepping in on a stall or outside the safe box. When the
-last `trust_window` fall below `trust_level` again, it goes back to correcting strays, with exams.
+last `trust_window` fall below `trust_level` again, by more than the `trust_forgives` failures it forgives a
+policy it trusts, it goes back to correcting strays, with exams.
 
 Before any of that, the first `demo_episodes` episodes it sees it drives from their first step to their end:
 a person's demonstrations on the cell, as HIL-SERL starts a run on a real robot (the actor records them as
@@ -85,6 +86,9 @@ class OperatorSettings:
     exam_every: int = 0  # while it does not trust the policy, every n-th episode the policy works alone (0: never)
     trust_window: int = 10  # judged episodes (exams, or every episode while trusting) that trust rests on
     trust_level: float = 0.9  # share of those the policy must get done alone to be trusted
+    # Failures beyond trust_level that a trusted policy is forgiven before trust goes: a person who has watched
+    # a policy earn trust does not take it back at its first miss (0: lost at once, below trust_level).
+    trust_forgives: int = 0
     twist_scale: float = 1.0  # twist per unit of action: 1 / the actor's teleop_scale
     safe_lower: tuple[float, float, float] = SAFE_LOWER
     safe_upper: tuple[float, float, float] = SAFE_UPPER
@@ -95,12 +99,13 @@ class OperatorSettings:
             raise ValueError(f"the safe box needs 3 lower and 3 upper bounds with lower < upper, got "
                              f"{list(self.safe_lower)} and {list(self.safe_upper)}")
         if self.stall_steps < 1 or self.takeover_steps < 1 or self.max_interventions_per_episode < 0 \
-                or self.demo_episodes < 0 or self.stray_steps < 0 or self.exam_every < 0 or self.trust_window < 1:
+                or self.demo_episodes < 0 or self.stray_steps < 0 or self.exam_every < 0 or self.trust_window < 1 \
+                or self.trust_forgives < 0:
             raise ValueError(f"stall_steps, takeover_steps and trust_window must be >= 1, "
-                             f"max_interventions_per_episode, demo_episodes, stray_steps and exam_every >= 0, got "
-                             f"{self.stall_steps}, {self.takeover_steps}, {self.trust_window}, "
-                             f"{self.max_interventions_per_episode}, {self.demo_episodes}, {self.stray_steps} and "
-                             f"{self.exam_every}")
+                             f"max_interventions_per_episode, demo_episodes, stray_steps, exam_every and "
+                             f"trust_forgives >= 0, got {self.stall_steps}, {self.takeover_steps}, "
+                             f"{self.trust_window}, {self.max_interventions_per_episode}, {self.demo_episodes}, "
+                             f"{self.stray_steps}, {self.exam_every} and {self.trust_forgives}")
         if self.progress_epsilon < 0 or self.twist_scale <= 0 or self.demo_noise < 0 \
                 or not 0.0 <= self.stray_fraction <= 1.0 or not 0.0 < self.trust_level <= 1.0:
             raise ValueError(f"progress_epsilon and demo_noise must be >= 0, twist_scale > 0, stray_fraction "
@@ -236,7 +241,7 @@ class SimulatedOperator:
         s, alone = self.settings, sum(self.judged)
         if len(self.judged) < s.trust_window:
             return ""
-        trusted = alone >= s.trust_level * s.trust_window
+        trusted = alone >= s.trust_level * s.trust_window - (s.trust_forgives if self.trusting else 0)
         if trusted == self.trusting:
             return ""
         self.trusting = trusted
