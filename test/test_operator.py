@@ -230,10 +230,10 @@ def test_exams_earn_the_policy_trust_and_a_failure_while_trusted_loses_it():
     assert episode(3)[:2] == [WATCH, TAKE_OVER] and op.episode_ended(3, False) is None
     assert episode(4) == [WATCH] * 8
     assert "trusts the policy" in op.episode_ended(4, True) and op.trusting
-    # Trusted: strays are left alone, a stall is still taken over; that episode is not done alone.
-    kinds = episode(5)
-    assert kinds[:5] == [WATCH] * 5 and kinds[5] == TAKE_OVER and not op.examining
-    assert "no longer trusts" in op.episode_ended(5, True) and not op.trusting
+    # Trusted: every episode runs as an exam would, the stall the exams let the policy work through included;
+    # a failure ends trust (trust_level 1.0).
+    assert episode(5, steps=12) == [WATCH] * 12 and not op.examining
+    assert "no longer trusts" in op.episode_ended(5, False) and not op.trusting
     assert episode(6, steps=3) == [WATCH] * 3 and op.examining  # exams again
     assert episode(7)[:2] == [WATCH, TAKE_OVER] and not op.examining
     assert episode(8, steps=1, tcp=[0.45, -0.10, 0.70]) == [TAKE_OVER] and op.examining  # exams keep the safe box

@@ -435,7 +435,7 @@ OPERATOR_PARAMS = (
     Param("exam_every", _OPERATOR.exam_every, "While it does not trust the policy, every this many episodes after "
           "the demonstrations the policy works alone (it steps in only outside the safe box), and it judges the "
           "result; once trust_level of the last trust_window judged episodes were done alone it trusts the policy "
-          "(no stray corrections or exams; every episode judged) until they fall below again. 0 = never.", "int",
+          "(every episode then runs and is judged as an exam) until they fall below again. 0 = never.", "int",
           low=0),
     Param("trust_window", _OPERATOR.trust_window, "Judged episodes its trust in the policy rests on (exam_every).",
           "int", low=1),

@@ -25,10 +25,11 @@ It drives for `takeover_steps` steps, then lets go and starts judging progress a
 With `exam_every` > 0 it also learns to trust the policy, as a person does who watches it get better. While it
 does not trust it, every `exam_every`-th episode after the demonstrations is an exam: it lets the policy work
 alone (stepping in only outside the safe box) and notes whether the task got done. Once `trust_level` of the
-last `trust_window` episodes it judged succeeded with nobody stepping in, it trusts the policy: it stops
-correcting strays and judges every episode, still stepping in on a stall or outside the safe box. When the
-last `trust_window` fall below `trust_level` again, by more than the `trust_forgives` failures it forgives a
-policy it trusts, it goes back to correcting strays, with exams.
+last `trust_window` episodes it judged succeeded with nobody stepping in, it trusts the policy: every episode
+is then run and judged as an exam, so a trusted policy is held to the rule that earned it the trust (a pause
+at the grasp that an exam lets the policy work through is not taken over as a stall either). When the last
+`trust_window` fall below `trust_level` again, by more than the `trust_forgives` failures it forgives a policy
+it trusts, it goes back to correcting stalls and strays, with exams.
 
 Before any of that, the first `demo_episodes` episodes it sees it drives from their first step to their end:
 a person's demonstrations on the cell, as HIL-SERL starts a run on a real robot (the actor records them as
@@ -170,7 +171,7 @@ class SimulatedOperator:
         self.episode: int | None = None
         self.interventions_total = 0
         self.episodes_seen = 0
-        self.trusting = False  # trusts the policy: no stray corrections, no exams
+        self.trusting = False  # trusts the policy: every episode an exam
         self.judged: deque[bool] = deque(maxlen=settings.trust_window)  # done alone, per judged episode
         self.start_episode(None)
 
@@ -245,8 +246,8 @@ class SimulatedOperator:
         if trusted == self.trusting:
             return ""
         self.trusting = trusted
-        what = "trusts the policy: no more stray corrections or exams" if trusted else \
-            "no longer trusts the policy: corrects strays again, with exams"
+        what = "trusts the policy: every episode runs alone, bar the safe box" if trusted else \
+            "no longer trusts the policy: corrects stalls and strays again, with exams"
         return f"{what} ({alone} of the last {s.trust_window} episodes it judged done alone)"
 
     def track_progress(self, distance: float) -> None:
@@ -291,7 +292,7 @@ class SimulatedOperator:
         s = self.settings
         if outside(view.tcp, s.safe_lower, s.safe_upper):
             return f"gripper outside the safe box at {np.round(view.tcp, 3).tolist()}"
-        if self.no_progress >= s.stall_steps and not self.examining:
+        if self.no_progress >= s.stall_steps and not (self.examining or self.trusting):
             return f"stalled: no progress for {self.no_progress} steps (best {self.best:.3f} m to go)"
         return None
 
