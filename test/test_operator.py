@@ -216,8 +216,8 @@ def test_exams_earn_the_policy_trust_and_a_failure_while_trusted_loses_it():
                   trust_window=2, trust_level=1.0)
     above = np.array([0.45, -0.10, 0.30])  # still above the cube, where the expert heads down: a stray
 
-    def episode(number: int, steps: int = 8, tcp=above) -> list[str]:
-        return [op.step(SceneView(episode=number, step=s, tcp=np.asarray(tcp, dtype=float), cube_position=CUBE,
+    def episode(number: int, steps: int = 8, tcp=above, of=op) -> list[str]:
+        return [of.step(SceneView(episode=number, step=s, tcp=np.asarray(tcp, dtype=float), cube_position=CUBE,
                                   cube_quaternion=UPRIGHT, target_position=CUBE + [0, 0, 0.08],
                                   joint_positions=np.asarray([*HOME[:7], 0.04]))).kind for s in range(steps)]
 
@@ -242,8 +242,7 @@ def test_exams_earn_the_policy_trust_and_a_failure_while_trusted_loses_it():
                        trust_forgives=1)
     judged = []
     for number, done in enumerate([True, False, True, True, False, True, False, False]):
-        lenient.step(SceneView(episode=number, step=0, tcp=above, cube_position=CUBE, cube_quaternion=UPRIGHT,
-                               target_position=CUBE + [0, 0, 0.08], joint_positions=np.asarray([*HOME[:7], 0.04])))
+        episode(number, steps=1, of=lenient)
         lenient.episode_ended(number, done)
         judged.append(lenient.trusting)
     # exam 0 (1 of 1 judged) cannot earn it; 1 fails; 2, 3 earn it; 4 fails (1 of 2: forgiven); 5; 6 forgiven; 7 not

@@ -195,6 +195,11 @@ class SimulatedOperator:
         return bool(self.settings.exam_every) and not self.trusting and after_demos > 0 \
             and after_demos % self.settings.exam_every == 0
 
+    def runs_alone(self) -> bool:
+        """Whether this episode runs as an exam (an exam, or any episode while it trusts the policy): no stall
+        or stray takeovers, only the safe box."""
+        return self.examining or self.trusting
+
     def step(self, view: SceneView) -> Decision:
         """The operator's decision on this step (call once per sim step, in order)."""
         released = None
@@ -220,7 +225,7 @@ class SimulatedOperator:
             self.driving, self.best, self.no_progress, self.course, self.strays = False, distance, 0, None, 0
             return Decision(LET_GO, f"{self.settings.takeover_steps} steps driven")
         self.track_progress(distance)
-        strayed = self.track_course(view) if not (self.trusting or self.examining) else None
+        strayed = self.track_course(view) if not self.runs_alone() else None
         reason = self.takeover_reason(view) or strayed
         if reason and self.interventions < self.settings.max_interventions_per_episode:
             self.interventions += 1
@@ -236,7 +241,7 @@ class SimulatedOperator:
         if episode != self.episode or self.ended or self.demonstrating or not self.settings.exam_every:
             return None
         self.ended = True
-        if not (self.examining or self.trusting):
+        if not self.runs_alone():
             return None
         self.judged.append(success and self.interventions == 0)
         s, alone = self.settings, sum(self.judged)
@@ -292,7 +297,7 @@ class SimulatedOperator:
         s = self.settings
         if outside(view.tcp, s.safe_lower, s.safe_upper):
             return f"gripper outside the safe box at {np.round(view.tcp, 3).tolist()}"
-        if self.no_progress >= s.stall_steps and not (self.examining or self.trusting):
+        if self.no_progress >= s.stall_steps and not self.runs_alone():
             return f"stalled: no progress for {self.no_progress} steps (best {self.best:.3f} m to go)"
         return None
 
